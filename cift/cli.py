@@ -1,0 +1,111 @@
+"""`cift …`: thin sub-commands over the library (no logic of their own)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from cift.config import check_params, compose_params
+
+    try:
+        if args.check:
+            diff = check_params(args.overrides)
+            if diff:
+                print(diff, end="")
+                print("params.yaml differs from conf/: run `cift compose` and commit it")
+                return 1
+            print("params.yaml matches conf/")
+            return 0
+        print(f"wrote {compose_params(args.overrides)}")
+        return 0
+    except Exception as exc:  # a composition error: report it, exit 2 (not a difference)
+        print(f"composition failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from cift.data.check import check_file
+
+    summary = check_file(args.file, fmt=args.format)
+    for r in summary["rejects"]:
+        print(f"{args.file}:{r['line']}: {r['field'] or '(line)'}: {r['reason']}", file=sys.stderr)
+    print(json.dumps(summary, ensure_ascii=False))
+    return 1 if args.strict and summary["rejected"] else 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from cift.config import compose_params, repo_root
+    from cift.data.batches_config import active_data_config, append_batch
+    from cift.data.check import import_file
+    from cift.io.jsonl import StrictInputError
+
+    root = repo_root()
+    dst = Path("data") / "imported" / f"{args.batch}.jsonl"
+    config = active_data_config(root)
+    try:
+        summary = import_file(args.file, root / dst, fmt=args.format, strict=args.strict)
+    except StrictInputError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    entry = append_batch(config, args.batch, str(dst))
+    compose_params(args.overrides, root)
+    print(
+        f"added batch {entry} to {config.relative_to(root)}; params.yaml re-composed",
+        file=sys.stderr,
+    )
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from cift.data.check import export_file
+
+    print(json.dumps(export_file(args.file, args.out, fmt=args.format), ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cift", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compose", help="compose conf/ into params.yaml (or --check it)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=tiny")
+    p.add_argument("--check", action="store_true", help="exit 1 when params.yaml differs")
+    p.set_defaults(func=cmd_compose)
+
+    data = sub.add_parser("data", help="check, import and export sample files").add_subparsers(
+        dest="data_command", required=True
+    )
+    p = data.add_parser("check", help="read a JSONL file with the sample reader; report rejects")
+    p.add_argument("file")
+    p.add_argument("--format", default="alpaca", choices=["alpaca", "sharegpt", "auto"])
+    p.add_argument("--strict", action="store_true", help="exit 1 when any line is rejected")
+    p.set_defaults(func=cmd_data_check)
+
+    p = data.add_parser("import", help="redact a file into data/imported/ and add it as a batch")
+    p.add_argument("file")
+    p.add_argument("--batch", required=True, help="name of the new batch")
+    p.add_argument("--format", default="alpaca", choices=["alpaca", "sharegpt", "auto"])
+    p.add_argument("--strict", action="store_true", help="fail, writing nothing, on any reject")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides to re-compose params.yaml with")
+    p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("export", help="convert samples to alpaca / sharegpt / messages JSONL")
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", default="sharegpt", choices=["alpaca", "sharegpt", "messages"])
+    p.set_defaults(func=cmd_data_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

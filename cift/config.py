@@ -1,0 +1,75 @@
+"""Composition of `conf/` into `params.yaml` (through DVC's own Hydra code) and its check."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+PARAMS = "params.yaml"
+CONF_DIR = "conf"
+CONFIG_NAME = "config"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The folder holding `conf/` (DVC_ROOT inside a stage, else the nearest parent with conf/)."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONF_DIR / f"{CONFIG_NAME}.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no {CONF_DIR}/{CONFIG_NAME}.yaml in {here} or its parents")
+
+
+def compose_to(output: Path, overrides: list[str], root: Path) -> None:
+    """Compose exactly as `dvc exp run` does (dvc.utils.hydra), written atomically to `output`."""
+    from dvc.utils.hydra import compose_and_dump
+
+    fd, tmp = tempfile.mkstemp(prefix=".params.", suffix=".yaml", dir=output.parent)
+    os.close(fd)
+    try:
+        compose_and_dump(
+            tmp, str((root / CONF_DIR).resolve()), None, CONFIG_NAME, str(root), overrides
+        )
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def compose_params(overrides: list[str] | None = None, root: Path | None = None) -> Path:
+    """Write `params.yaml` at the repo root from `conf/` plus Hydra overrides."""
+    root = root or repo_root()
+    out = root / PARAMS
+    compose_to(out, list(overrides or []), root)
+    return out
+
+
+def check_params(overrides: list[str] | None = None, root: Path | None = None) -> str:
+    """Unified diff between the committed params.yaml and the composition ('' when equal)."""
+    root = root or repo_root()
+    committed = root / PARAMS
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / PARAMS
+        compose_to(fresh, list(overrides or []), root)
+        want = yaml.safe_load(fresh.read_text())
+    have = yaml.safe_load(committed.read_text()) if committed.is_file() else None
+    if have == want:
+        return ""
+    dump = lambda d: yaml.safe_dump(d, sort_keys=True).splitlines(keepends=True)  # noqa: E731
+    return "".join(
+        difflib.unified_diff(dump(have), dump(want), f"{PARAMS} (committed)", "conf/ (composed)")
+    )
+
+
+def load_params(path: str | Path | None = None) -> DictConfig:
+    """The resolved run config a stage works from (params.yaml, already composed by DVC)."""
+    path = Path(path) if path else repo_root() / PARAMS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `cift compose` first")
+    return OmegaConf.load(path)

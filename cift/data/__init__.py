@@ -1,0 +1,1 @@
+"""Sample data: records, rendering, splits, formats, redaction (modules are imported directly)."""

@@ -1,0 +1,199 @@
+"""From the run config to one batch's records, splits and samples (the generate stage's library).
+
+Records are sampled in memory, deterministically, for every synthetic batch up to the one asked
+for, so each batch's stage is self-contained yet near-duplicates of earlier batches are real.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cift.data.records import sample_batches, sample_global_test
+from cift.data.redact import redact_sample
+from cift.data.reference import format_output, reference_answer
+from cift.data.render import render_record
+from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
+from cift.generate.prompts import task_for
+from cift.kb import KnowledgeBase, load_kb
+
+
+def domain_kb(cfg: DictConfig) -> KnowledgeBase:
+    """The configured KB, cut to its first `data.n_conditions` conditions when set."""
+    kb = load_kb(cfg.data.kb)
+    n = cfg.data.get("n_conditions")
+    return kb.subset(kb.names[:n]) if n else kb
+
+
+def batch_spec(cfg: DictConfig, name: str) -> dict:
+    for spec in cfg.data.batches:
+        if spec.name == name:
+            return OmegaConf.to_container(spec, resolve=True)
+    known = ", ".join(b.name for b in cfg.data.batches)
+    raise KeyError(f"params.yaml: data.batches: no batch named {name!r} (known: {known})")
+
+
+def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict]]:
+    """Records of every synthetic batch, in config order (imported batches bring their own)."""
+    specs = [
+        OmegaConf.to_container(b, resolve=True) for b in cfg.data.batches if b.source == "synthetic"
+    ]
+    return sample_batches(
+        kb,
+        specs,
+        cfg.data.records_per_batch,
+        cfg.seed,
+        repeat_fraction=cfg.data.repeat_fraction,
+        near_duplicate_fraction=cfg.data.near_duplicate_fraction,
+    )
+
+
+def record_text(record: dict, kb: KnowledgeBase) -> str:
+    """One canonical rendering, for near-duplicate checks between records."""
+    return render_record(record, "note", random.Random(0), kb=kb)
+
+
+def _split(cfg: DictConfig, records: list[dict], salt: str) -> dict[str, list[dict]]:
+    return split_by_record(
+        records,
+        fractions=tuple(cfg.data.fractions),
+        seed=f"{cfg.seed}-{salt}",
+        min_test=cfg.data.min_test_records,
+    )
+
+
+def batch_splits(cfg: DictConfig, kb: KnowledgeBase, name: str) -> dict:
+    """train/val/test records of one synthetic batch, evaluation records that near-duplicate any
+    training record of this or an earlier batch dropped (`contamination` says which and why)."""
+    all_records = synthetic_records(cfg, kb)
+    earlier_train: list[dict] = []
+    for batch, records in all_records.items():
+        split = _split(cfg, records, batch)
+        if batch == name:
+            break
+        earlier_train += split["train"]
+    else:
+        raise KeyError(f"params.yaml: data.batches: {name!r} is not a synthetic batch")
+    evals = split["val"] + split["test"]
+    kept, dropped, rate = _decontaminate(cfg, kb, earlier_train + split["train"], evals)
+    keep = {r["id"] for r in kept}
+    return {
+        "train": split["train"],
+        "val": [r for r in split["val"] if r["id"] in keep],
+        "test": [r for r in split["test"] if r["id"] in keep],
+        "contamination": {"dropped": dropped, "rate": rate},
+    }
+
+
+def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
+    """The fixed global test set, minus records that near-duplicate any batch's training record."""
+    records = sample_global_test(kb, cfg.data.global_test_per_condition, cfg.seed)
+    train = [
+        r
+        for batch, recs in synthetic_records(cfg, kb).items()
+        for r in _split(cfg, recs, batch)["train"]
+    ]
+    kept, dropped, rate = _decontaminate(cfg, kb, train, records)
+    return {"test": kept, "contamination": {"dropped": dropped, "rate": rate}}
+
+
+def _decontaminate(cfg, kb, train, evals):
+    c = cfg.data.contamination
+    return contamination_filter(
+        train,
+        evals,
+        texts_fn=lambda r: record_text(r, kb),
+        embed_fn=minilm_embedder(),
+        cosine=c.cosine,
+        ngram=c.ngram,
+        ngram_overlap=c.ngram_overlap,
+    )
+
+
+def reference_sample(record: dict, kb: KnowledgeBase, cfg: DictConfig) -> dict:
+    """An expert answer built from the KB in code: what evaluation compares against."""
+    rng = random.Random(f"{cfg.seed}-{record['id']}")
+    style = rng.choice(list(cfg.data.styles))
+    instruction, input_text = task_for(record, style, rng, kb)
+    structured = reference_answer(kb, record)
+    return {
+        "id": f"{record['id']}-ref",
+        "instruction": instruction,
+        "input": input_text,
+        "output": format_output(structured),
+        "meta": {
+            "batch": record["batch"],
+            "record_id": record["id"],
+            "condition": structured["diagnosis"],
+            "style": style,
+            "source": "reference",
+            "teacher": "kb_reference",
+            "structured": structured,
+        },
+    }
+
+
+def redacted(samples: list[dict]) -> list[dict]:
+    """Every sample through PII redaction; what changed is recorded in `meta.redaction`."""
+    return [redact_sample(sample)[0] for sample in samples]
+
+
+def synthetic_batch(cfg: DictConfig, name: str) -> dict:
+    """records, train (teacher CoT), val/test (KB references), rejects and metrics of a batch."""
+    from cift.generate.cot import GenerationSettings, generate_cot
+
+    kb = domain_kb(cfg)
+    splits = batch_splits(cfg, kb, name)
+    teacher, decoding, blind = build_teacher(cfg)
+    g = cfg.generate
+    settings = GenerationSettings(
+        system_prompt=cfg.system_prompt,
+        min_steps=g.min_steps,
+        min_chars=g.min_answer_chars,
+        max_retries=g.max_retries,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        blind=blind,
+        decoding=decoding,
+        seed=cfg.seed,
+    )
+    styles = list(cfg.data.styles)
+    cot = generate_cot(splits["train"], teacher, kb, settings, progress_path(cfg, name), styles)
+    return {
+        "records": [{**r, "split": s} for s in ("train", "val", "test") for r in splits[s]],
+        "train": cot.samples,
+        "val": [reference_sample(r, kb, cfg) for r in splits["val"]],
+        "test": [reference_sample(r, kb, cfg) for r in splits["test"]],
+        "rejects": cot.rejects,
+        "metrics": {
+            **cot.stats(),
+            "teacher": teacher.name,
+            "decoding": decoding,
+            "records": {s: len(splits[s]) for s in ("train", "val", "test")},
+            "contamination_rate": splits["contamination"]["rate"],
+            "contamination_dropped": len(splits["contamination"]["dropped"]),
+        },
+    }
+
+
+def build_teacher(cfg: DictConfig):
+    """(teacher, decoding, blind) from `cfg.teacher`."""
+    t = cfg.teacher
+    return instantiate(t.backend), t.decoding, bool(t.blind)
+
+
+def progress_path(cfg: DictConfig, name: str) -> Path:
+    """Outside the stage's declared outputs (DVC deletes those before a run), keyed by config."""
+    import hashlib
+    import json
+
+    keys = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("generate", "teacher", "data")
+    }
+    keys["seed"] = cfg.seed
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.paths.data) / "progress" / f"{name}-{digest}.jsonl"

@@ -1,0 +1,228 @@
+"""CoT generation for a list of records: prompt, generate (single or staged), validate, retry.
+
+Every teacher output ends as a valid sample or a reject with its reason (attempted = valid +
+rejected). Results are appended to a progress log as they arrive, so a killed run resumes
+where it stopped instead of starting over or leaving a half-written JSONL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cift.data.reference import format_output
+from cift.generate.prompts import task_for, teacher_messages
+from cift.generate.teachers.base import Teacher, TeacherRequest
+from cift.generate.validate import validate_answer
+
+STEP_STOP = ["Diagnosis:", "\nDiagnosis", "Advice:"]
+
+
+@dataclass
+class GenerationSettings:
+    system_prompt: str
+    min_steps: int = 3
+    min_chars: int = 120
+    max_retries: int = 2
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    blind: bool = False
+    decoding: str = "single"  # single: one call | staged: steps, then diagnosis, then advice
+    chunk_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class GenerationResult:
+    samples: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    completion_tokens: int = 0
+    teacher_seconds: float = 0.0
+
+    def stats(self) -> dict:
+        """Yield (valid / attempted) overall and per reject reason, and teacher tokens/s."""
+        reasons = Counter(r["reason"].split(":")[0] for r in self.rejects)
+        attempted = len(self.samples) + len(self.rejects)
+        return {
+            "attempted": attempted,
+            "valid": len(self.samples),
+            "rejected": len(self.rejects),
+            "records_rejected": sum(1 for r in self.rejects if r["final"]),
+            "yield": len(self.samples) / attempted if attempted else 0.0,
+            "reject_reasons": dict(sorted(reasons.items())),
+            "completion_tokens": self.completion_tokens,
+            "teacher_seconds": round(self.teacher_seconds, 2),
+            "tokens_per_s": round(self.completion_tokens / self.teacher_seconds, 1)
+            if self.teacher_seconds
+            else 0.0,
+        }
+
+
+class ProgressLog:
+    """Append-only JSONL of finished attempts; a torn last line (a kill mid-write) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[dict] = []
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # the tail written when the run was killed
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, entries: list[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            for e in entries:
+                fh.write(json.dumps(e, ensure_ascii=False) + "\n")
+            fh.flush()
+        self.entries += entries
+
+
+def generate_cot(
+    records: list[dict],
+    teacher: Teacher,
+    kb,
+    settings: GenerationSettings,
+    progress: Path,
+    styles: list[str],
+) -> GenerationResult:
+    """Valid CoT samples for `records` (one answer each), with every invalid attempt kept."""
+    log = ProgressLog(progress)
+    done = {e["record_id"] for e in log.entries if e["status"] == "valid"}
+    tries = Counter(e["record_id"] for e in log.entries)
+    tasks = {r["id"]: _task(r, kb, styles, settings.seed) for r in records}
+    for attempt in range(settings.max_retries + 1):
+        pending = [r for r in records if r["id"] not in done and tries[r["id"]] == attempt]
+        for start in range(0, len(pending), settings.chunk_size):
+            chunk = pending[start : start + settings.chunk_size]
+            seed = settings.seed + 100_003 * attempt + start
+            texts, tokens, secs = _ask(teacher, chunk, tasks, kb, settings, seed)
+            entries = []
+            for record, text in zip(chunk, texts, strict=True):
+                entries.append(_judge(record, text, tasks[record["id"]], kb, settings, attempt))
+                tries[record["id"]] += 1
+            entries[0]["tokens"], entries[0]["seconds"] = tokens, secs
+            log.append(entries)
+            done |= {e["record_id"] for e in entries if e["status"] == "valid"}
+    result = _collect(log.entries)
+    for sample in result.samples:
+        sample["meta"]["teacher"] = teacher.name
+    return result
+
+
+def _task(record: dict, kb, styles: list[str], seed: int) -> dict:
+    rng = random.Random(f"{seed}-{record['id']}")
+    style = rng.choice(styles)
+    instruction, input_text = task_for(record, style, rng, kb)
+    return {"style": style, "instruction": instruction, "input": input_text}
+
+
+def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
+    """Teacher texts for a chunk; staged decoding builds the format in code, field by field."""
+
+    def request(record, prefill=None):
+        t = tasks[record["id"]]
+        gold = None if s.blind else kb.by_name(record["condition"]).name
+        msgs = teacher_messages(
+            s.system_prompt,
+            t["instruction"],
+            t["input"],
+            gold=gold,
+            min_steps=s.min_steps,
+            min_chars=s.min_chars,
+        )
+        if prefill is not None:
+            msgs.append({"role": "assistant", "content": prefill})
+        return TeacherRequest(record["id"], msgs, record=record, gold=gold)
+
+    def call(reqs, max_new, stop):
+        return teacher.generate(
+            reqs,
+            max_new_tokens=max_new,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=seed,
+            stop=stop,
+        )
+
+    started = time.perf_counter()
+    if s.decoding == "single":
+        replies = call([request(r) for r in chunk], s.max_new_tokens, None)
+        texts = [r.text if not r.error else "" for r in replies]
+        tokens = sum(r.completion_tokens for r in replies)
+        return texts, tokens, time.perf_counter() - started
+    steps = call([request(r, "1.") for r in chunk], s.max_new_tokens, STEP_STOP)
+    bodies = ["1." + _cut(r.text, STEP_STOP).rstrip() for r in steps]
+    diag = call(
+        [request(r, b + "\nDiagnosis:") for r, b in zip(chunk, bodies, strict=True)], 16, ["\n"]
+    )
+    bodies = [
+        b + "\nDiagnosis: " + _cut(d.text, ["\n"]).strip()
+        for b, d in zip(bodies, diag, strict=True)
+    ]
+    adv = call(
+        [request(r, b + "\nAdvice:") for r, b in zip(chunk, bodies, strict=True)], 64, ["\n"]
+    )
+    texts = [
+        b + "\nAdvice: " + _cut(a.text, ["\n"]).strip() for b, a in zip(bodies, adv, strict=True)
+    ]
+    tokens = sum(r.completion_tokens for batch in (steps, diag, adv) for r in batch)
+    return texts, tokens, time.perf_counter() - started
+
+
+def _cut(text: str, stops: list[str]) -> str:
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def _judge(record, text, task, kb, s: GenerationSettings, attempt: int) -> dict:
+    verdict = validate_answer(text, record, kb, min_steps=s.min_steps)
+    entry = {"record_id": record["id"], "attempt": attempt, "text": text}
+    if not verdict.valid:
+        final = attempt >= s.max_retries
+        return {**entry, "status": "invalid", "reason": verdict.reason, "final": final}
+    structured = {**verdict.structured, "diagnosis": kb.by_name(record["condition"]).name}
+    sample = {
+        "id": f"{record['id']}-a1",
+        "instruction": task["instruction"],
+        "input": task["input"],
+        "output": format_output(structured),
+        "meta": {
+            "batch": record["batch"],
+            "record_id": record["id"],
+            "condition": structured["diagnosis"],
+            "style": task["style"],
+            "source": "teacher",
+            "generation": {
+                "attempt": attempt,
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "max_new_tokens": s.max_new_tokens,
+                "decoding": s.decoding,
+                "blind": s.blind,
+            },
+            "structured": structured,
+        },
+    }
+    return {**entry, "status": "valid", "sample": sample}
+
+
+def _collect(entries: list[dict]) -> GenerationResult:
+    out = GenerationResult()
+    for e in entries:
+        out.completion_tokens += e.get("tokens", 0)
+        out.teacher_seconds += e.get("seconds", 0.0)
+        if e["status"] == "valid":
+            out.samples.append(e["sample"])
+        else:
+            out.rejects.append(
+                {k: e[k] for k in ("record_id", "attempt", "reason", "final", "text")}
+            )
+    return out

@@ -1,0 +1,54 @@
+"""Prompts: what the training sample asks, and what the teacher is told on top of it.
+
+The sample keeps only the task (instruction + rendered record); the teacher prompt adds the
+expert role, the rules (reason from the record only, numbered steps, a minimum length) and,
+unless blind, the gold diagnosis.
+"""
+
+from __future__ import annotations
+
+import random
+
+from cift.data.render import instruction_for, render_record
+
+TEACHER_RULES = (
+    "Reason step by step like a doctor. Write at least {min_steps} numbered steps "
+    "(1., 2., 3., ...), "
+    "each citing findings from the record. Mention only findings, tests and values that the record "
+    "contains; do not invent any. Write at least {min_chars} characters in total."
+)
+GOLD_HINT = "The confirmed diagnosis is {gold}. Explain how the findings in the record lead to it."
+FORMAT_HINT = (
+    'After the steps write one line "Diagnosis: <name of the condition>" and one line '
+    '"Advice: <practical advice for the patient>".'
+)
+
+
+def task_for(record: dict, style: str, rng: random.Random, kb) -> tuple[str, str]:
+    """(instruction, input) of the training sample for `record` rendered in `style`."""
+    return instruction_for(style, rng), render_record(record, style, rng, kb=kb)
+
+
+def user_message(instruction: str, input_text: str) -> str:
+    """The user turn everywhere (training, scoring, serving): instruction, a blank line, input."""
+    return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+def teacher_messages(
+    system_prompt: str,
+    instruction: str,
+    input_text: str,
+    *,
+    gold: str | None,
+    min_steps: int,
+    min_chars: int,
+) -> list[dict]:
+    """Chat messages for a CoT teacher: expert role, rules, optional gold, the output format."""
+    parts = [user_message(instruction, input_text), ""]
+    if gold:
+        parts.append(GOLD_HINT.format(gold=gold))
+    parts += [TEACHER_RULES.format(min_steps=min_steps, min_chars=min_chars), FORMAT_HINT]
+    return [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": "\n".join(parts)},
+    ]

@@ -1,0 +1,1 @@
+"""Teacher backends: local transformers, OpenAI-compatible endpoints, KB templates."""

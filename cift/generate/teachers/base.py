@@ -1,0 +1,41 @@
+"""The teacher interface: anything that turns chat prompts into answers (model, endpoint, KB)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class TeacherRequest:
+    key: str  # sample/attempt id
+    messages: list[dict]  # chat messages [{"role": "system"|"user"|"assistant", "content": str}]
+    record: dict | None = None  # the structured record (template teachers use it)
+    gold: str | None = None  # gold diagnosis (None when blind)
+
+
+@dataclass
+class TeacherReply:
+    key: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None  # set when the request failed after all retries (text == "")
+
+
+class Teacher(Protocol):
+    name: str
+
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[TeacherReply]:
+        """One reply per request, in order. A last message with role "assistant" is a prefill
+        that the reply continues (the reply's text excludes it); `stop` strings end a reply."""
+        ...

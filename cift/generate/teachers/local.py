@@ -1,0 +1,100 @@
+"""A local transformers model as teacher: batched, length-sorted, left-padded, bf16 where fast."""
+
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from cift.generate.teachers.base import TeacherReply, TeacherRequest
+from cift.models import LoadedModel, ModelSpec
+
+
+class LocalTeacher:
+    """Generates with `model.generate` over length-sorted batches (never one sample at a time)."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        name: str = "local",
+        batch_size: int = 16,
+        device: str = "cpu",
+    ) -> None:
+        self.spec = model
+        self.name = name
+        self.batch_size = batch_size
+        self.device = device
+        self._loaded: LoadedModel | None = None
+        self.seconds = 0.0  # wall time spent in generate(), for tokens/s
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            self._loaded = self.spec.load(self.device)
+        return self._loaded
+
+    def prompt_text(self, request: TeacherRequest) -> str:
+        """Chat-templated prompt; a trailing assistant message is continued, not closed."""
+        msgs, prefill = request.messages, ""
+        if msgs and msgs[-1]["role"] == "assistant":
+            msgs, prefill = msgs[:-1], msgs[-1]["content"]
+        tok = self.loaded.tokenizer
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + prefill
+
+    def generate(
+        self,
+        requests: list[TeacherRequest],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[TeacherReply]:
+        import torch
+
+        lm = self.loaded
+        tok = lm.tokenizer
+        tok.padding_side = "left"
+        prompts = [self.prompt_text(r) for r in requests]
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(requests)), key=lambda i: len(ids[i]))
+        stop_ids = _stop_ids(tok)
+        replies: list[TeacherReply | None] = [None] * len(requests)
+        started = time.perf_counter()
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b, batch in enumerate(tqdm(batches, desc=f"{self.name} generate", leave=False)):
+            enc = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            torch.manual_seed(seed + b)
+            sample = temperature > 0
+            with torch.inference_mode():
+                out = lm.model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=sample,
+                    temperature=temperature if sample else None,
+                    top_p=top_p if sample else None,
+                    top_k=None,
+                    eos_token_id=stop_ids,
+                    pad_token_id=tok.pad_token_id,
+                    **({"stop_strings": stop, "tokenizer": tok} if stop else {}),
+                )
+            new = out[:, enc["input_ids"].shape[1] :]
+            for row, i in enumerate(batch):
+                toks = new[row].tolist()
+                n = next((k + 1 for k, t in enumerate(toks) if t in stop_ids), len(toks))
+                text = tok.decode(toks[:n], skip_special_tokens=True)
+                replies[i] = TeacherReply(requests[i].key, text, len(ids[i]), n)
+        self.seconds += time.perf_counter() - started
+        return replies  # type: ignore[return-value]
+
+
+def _stop_ids(tok) -> list[int]:
+    """End-of-turn and end-of-text ids: chat models end a turn with a token other than EOS."""
+    ids = {tok.eos_token_id}
+    for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tok.convert_tokens_to_ids(special)
+        if isinstance(tid, int) and tid != tok.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)

@@ -1,0 +1,58 @@
+"""Experiment tracking: one W&B run per stage run, grouped by experiment, offline by default."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class _NullRun:
+    """Stands in for a tracker when logging is off (`logger=none`, or csv outside Lightning)."""
+
+    offline = True
+
+    def log(self, *_: Any, **__: Any) -> None:
+        pass
+
+    @property
+    def summary(self) -> dict:
+        return {}
+
+
+def wandb_dir(cfg: DictConfig) -> Path:
+    """Runs go under `$DVC_ROOT/logs/wandb`: queued experiments run in temp copies and keep them."""
+    root = Path(os.environ.get("DVC_ROOT", "."))
+    return (root / cfg.logger.get("dir", "logs/wandb")).resolve()
+
+
+@contextlib.contextmanager
+def stage_run(cfg: DictConfig, stage: str, name: str | None = None) -> Iterator[Any]:
+    """A tracker run for one stage execution; always finished, so sweeps never bleed together."""
+    if cfg.logger.backend != "wandb":
+        yield _NullRun()
+        return
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode") or "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    folder = wandb_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=cfg.logger.project,
+        entity=cfg.logger.get("entity"),
+        group=cfg.experiment_name,
+        job_type=stage,
+        name=name or f"{cfg.experiment_name}/{stage}",
+        dir=str(folder),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        reinit="finish_previous",
+    )
+    try:
+        yield run
+    finally:
+        run.finish()

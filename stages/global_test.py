@@ -1,0 +1,33 @@
+"""DVC stage `global_test`: the fixed test set over every condition, with KB reference answers.
+
+Usage: python stages/global_test.py   (reads params.yaml; writes data/global/)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def main() -> None:
+    from cift.config import load_params
+    from cift.generate.batches import domain_kb, global_test, reference_sample
+    from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+
+    cfg = load_params()
+    kb = domain_kb(cfg)
+    result = global_test(cfg, kb)
+    out = Path(cfg.paths.data) / "global"
+    write_jsonl_atomic(out / "records.jsonl", result["test"])
+    write_jsonl_atomic(out / "test.jsonl", [reference_sample(r, kb, cfg) for r in result["test"]])
+    write_jsonl_atomic(out / "contamination.jsonl", result["contamination"]["dropped"])
+    metrics = {
+        "records": len(result["test"]),
+        "conditions": len({r["condition"] for r in result["test"]}),
+        "contamination_rate": result["contamination"]["rate"],
+    }
+    write_json_atomic(out / "global_test.json", metrics)
+    print(metrics)
+
+
+if __name__ == "__main__":
+    main()
