@@ -91,7 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", required=True, help="name of the new batch")
     p.add_argument("--format", default="alpaca", choices=["alpaca", "sharegpt", "auto"])
     p.add_argument("--strict", action="store_true", help="fail, writing nothing, on any reject")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides to re-compose params.yaml with")
+    p.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="Hydra override to re-compose params.yaml with (repeatable), as for dvc exp run",
+    )
     p.set_defaults(func=cmd_data_import)
 
     p = data.add_parser("export", help="convert samples to alpaca / sharegpt / messages JSONL")

@@ -170,3 +170,15 @@ def test_reference_content(kb):
     assert reference_answer(kb, covid) == reference_answer(kb, covid)
     out = format_output({"steps": ["a", "b"], "diagnosis": "Influenza", "advice": "rest"})
     assert out == "1. a\n2. b\nDiagnosis: Influenza\nAdvice: rest"
+
+
+def test_reference_and_renderings_faithful_on_shipped_kb():
+    shipped = load_kb()
+    for i, record in enumerate(sample_global_test(shipped, 3, seed=0)):
+        rng = random.Random(i)
+        text = format_output(reference_answer(shipped, record, rng))
+        verdict = validate_answer(text, record, shipped)
+        assert verdict.valid, (verdict.reason, text)
+        for style in STYLES:
+            rendered = render_record(record, style, rng, kb=shipped)
+            assert faithfulness_violations([rendered], record, shipped) == [], rendered

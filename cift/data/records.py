@@ -93,6 +93,8 @@ def sample_record(
     pool = noise_pool(kb, cond)
     n_noise = min(rng.choice([0, 0, 1, 1, 2]), len(pool), MAX_NOISE)
     noise = rng.sample(pool, n_noise) if n_noise else []
+    for findings in (symptoms, history, exam, tests):
+        rng.shuffle(findings)  # patients and notes present findings in no fixed order
     lo, hi = (int(v) for v in cond.age)
     sex = cond.sex if cond.sex in ("female", "male") else rng.choice(["female", "male"])
     days = URGENT_DURATION_DAYS if cond.urgent else DEFAULT_DURATION_DAYS

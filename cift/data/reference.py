@@ -121,8 +121,9 @@ def _reasoning_steps(kb: Any, cond: Any, record: dict, rng: random.Random | None
     flags = [f for f in seen if any(_matches_red_flag(f, rf) for rf in cond.red_flags)]
     if flags:
         steps.append(
-            f"{_cap(_join(flags))} {'is a red flag' if len(flags) == 1 else 'are red flags'}"
-            " that needs prompt attention."
+            f"{_cap(_join(flags))} "
+            + ("is a red flag that needs" if len(flags) == 1 else "are red flags that need")
+            + " prompt attention."
         )
     return steps
 

@@ -15,9 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from cift.data.records import sample_batches, sample_global_test
 from cift.data.redact import redact_sample
 from cift.data.reference import format_output, reference_answer
-from cift.data.render import render_record
 from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
-from cift.generate.prompts import task_for
+from cift.generate.prompts import sample_task
 from cift.kb import KnowledgeBase, load_kb
 
 
@@ -51,9 +50,9 @@ def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict
     )
 
 
-def record_text(record: dict, kb: KnowledgeBase) -> str:
-    """One canonical rendering, for near-duplicate checks between records."""
-    return render_record(record, "note", random.Random(0), kb=kb)
+def record_text(record: dict, kb: KnowledgeBase, cfg: DictConfig) -> str:
+    """The input text a record becomes (what a model would see), for near-duplicate checks."""
+    return sample_task(record, kb, list(cfg.data.styles), cfg.seed)["input"]
 
 
 def _split(cfg: DictConfig, records: list[dict], salt: str) -> dict[str, list[dict]]:
@@ -66,8 +65,13 @@ def _split(cfg: DictConfig, records: list[dict], salt: str) -> dict[str, list[di
 
 
 def batch_splits(cfg: DictConfig, kb: KnowledgeBase, name: str) -> dict:
-    """train/val/test records of one synthetic batch, evaluation records that near-duplicate any
-    training record of this or an earlier batch dropped (`contamination` says which and why)."""
+    """train/val/test records of one synthetic batch.
+
+    Evaluation records that near-duplicate any training record (of this or an earlier batch)
+    are dropped; the test split is then topped up to `data.min_test_records` with training
+    records that near-duplicate no remaining training record. `contamination` says what was
+    dropped and why, and the rate over every evaluation candidate examined.
+    """
     all_records = synthetic_records(cfg, kb)
     earlier_train: list[dict] = []
     for batch, records in all_records.items():
@@ -77,58 +81,94 @@ def batch_splits(cfg: DictConfig, kb: KnowledgeBase, name: str) -> dict:
         earlier_train += split["train"]
     else:
         raise KeyError(f"params.yaml: data.batches: {name!r} is not a synthetic batch")
-    evals = split["val"] + split["test"]
-    kept, dropped, rate = _decontaminate(cfg, kb, earlier_train + split["train"], evals)
+    check = _contamination_check(cfg, kb)
+    train = list(split["train"])
+    kept, dropped = check(earlier_train + train, split["val"] + split["test"])
     keep = {r["id"] for r in kept}
+    val = [r for r in split["val"] if r["id"] in keep]
+    test = [r for r in split["test"] if r["id"] in keep]
+    examined = len(split["val"]) + len(split["test"])
+    candidates = list(train)
+    random.Random(f"{cfg.seed}-{name}-top-up").shuffle(candidates)
+    while len(test) < cfg.data.min_test_records and candidates:
+        cand = candidates.pop()
+        rest = [r for r in train if r is not cand]
+        ok, bad = check(earlier_train + rest, [cand])
+        examined += 1
+        dropped += bad  # a near-duplicate stays in train, where it does no harm
+        if ok:
+            train, test = rest, [*test, cand]
     return {
-        "train": split["train"],
-        "val": [r for r in split["val"] if r["id"] in keep],
-        "test": [r for r in split["test"] if r["id"] in keep],
-        "contamination": {"dropped": dropped, "rate": rate},
+        "train": train,
+        "val": val,
+        "test": test,
+        "contamination": {"dropped": dropped, "rate": len(dropped) / max(examined, 1)},
     }
 
 
 def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
-    """The fixed global test set, minus records that near-duplicate any batch's training record."""
-    records = sample_global_test(kb, cfg.data.global_test_per_condition, cfg.seed)
+    """The fixed global test set: `data.global_test_per_condition` records of every condition
+    that near-duplicate no batch's training record (drawn from 4x as many candidates)."""
+    per = cfg.data.global_test_per_condition
+    candidates = sample_global_test(kb, per * 4, cfg.seed)
     train = [
         r
         for batch, recs in synthetic_records(cfg, kb).items()
         for r in _split(cfg, recs, batch)["train"]
     ]
-    kept, dropped, rate = _decontaminate(cfg, kb, train, records)
-    return {"test": kept, "contamination": {"dropped": dropped, "rate": rate}}
+    kept, dropped = _contamination_check(cfg, kb)(train, candidates)
+    chosen: list[dict] = []
+    for cond in kb.names:
+        chosen += [r for r in kept if r["condition"] == cond][:per]
+    return {
+        "test": chosen,
+        "contamination": {"dropped": dropped, "rate": len(dropped) / len(candidates)},
+    }
 
 
-def _decontaminate(cfg, kb, train, evals):
+def _contamination_check(cfg: DictConfig, kb: KnowledgeBase):
+    """check(train, evals) -> (kept, dropped), embeddings memoised across calls."""
     c = cfg.data.contamination
-    return contamination_filter(
-        train,
-        evals,
-        texts_fn=lambda r: record_text(r, kb),
-        embed_fn=minilm_embedder(),
-        cosine=c.cosine,
-        ngram=c.ngram,
-        ngram_overlap=c.ngram_overlap,
-    )
+    embed = minilm_embedder()
+    memo: dict[str, object] = {}
+
+    def cached_embed(texts: list[str]):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+        if missing:
+            memo.update(zip(missing, embed(missing), strict=True))
+        return np.stack([memo[t] for t in texts])
+
+    def check(train: list[dict], evals: list[dict]) -> tuple[list[dict], list[dict]]:
+        kept, dropped, _ = contamination_filter(
+            train,
+            evals,
+            texts_fn=lambda r: record_text(r, kb, cfg),
+            embed_fn=cached_embed,
+            cosine=c.cosine,
+            ngram=c.ngram,
+            ngram_overlap=c.ngram_overlap,
+        )
+        return kept, dropped
+
+    return check
 
 
 def reference_sample(record: dict, kb: KnowledgeBase, cfg: DictConfig) -> dict:
     """An expert answer built from the KB in code: what evaluation compares against."""
-    rng = random.Random(f"{cfg.seed}-{record['id']}")
-    style = rng.choice(list(cfg.data.styles))
-    instruction, input_text = task_for(record, style, rng, kb)
+    task = sample_task(record, kb, list(cfg.data.styles), cfg.seed)
     structured = reference_answer(kb, record)
     return {
         "id": f"{record['id']}-ref",
-        "instruction": instruction,
-        "input": input_text,
+        "instruction": task["instruction"],
+        "input": task["input"],
         "output": format_output(structured),
         "meta": {
             "batch": record["batch"],
             "record_id": record["id"],
             "condition": structured["diagnosis"],
-            "style": style,
+            "style": task["style"],
             "source": "reference",
             "teacher": "kb_reference",
             "structured": structured,

@@ -8,18 +8,17 @@ where it stopped instead of starting over or leaving a half-written JSONL.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cift.data.reference import format_output
-from cift.generate.prompts import task_for, teacher_messages
+from cift.generate.prompts import sample_task, teacher_messages
 from cift.generate.teachers.base import Teacher, TeacherRequest
 from cift.generate.validate import validate_answer
 
-STEP_STOP = ["Diagnosis:", "\nDiagnosis", "Advice:"]
+STEP_STOP = ["Diagnosis:", "\nDiagnosis", "Advice:", "\n7."]  # at most 6 steps
 
 
 @dataclass
@@ -97,7 +96,7 @@ def generate_cot(
     log = ProgressLog(progress)
     done = {e["record_id"] for e in log.entries if e["status"] == "valid"}
     tries = Counter(e["record_id"] for e in log.entries)
-    tasks = {r["id"]: _task(r, kb, styles, settings.seed) for r in records}
+    tasks = {r["id"]: sample_task(r, kb, styles, settings.seed) for r in records}
     for attempt in range(settings.max_retries + 1):
         pending = [r for r in records if r["id"] not in done and tries[r["id"]] == attempt]
         for start in range(0, len(pending), settings.chunk_size):
@@ -115,13 +114,6 @@ def generate_cot(
     for sample in result.samples:
         sample["meta"]["teacher"] = teacher.name
     return result
-
-
-def _task(record: dict, kb, styles: list[str], seed: int) -> dict:
-    rng = random.Random(f"{seed}-{record['id']}")
-    style = rng.choice(styles)
-    instruction, input_text = task_for(record, style, rng, kb)
-    return {"style": style, "instruction": instruction, "input": input_text}
 
 
 def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
@@ -142,11 +134,11 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
             msgs.append({"role": "assistant", "content": prefill})
         return TeacherRequest(record["id"], msgs, record=record, gold=gold)
 
-    def call(reqs, max_new, stop):
+    def call(reqs, max_new, stop, temperature=s.temperature):
         return teacher.generate(
             reqs,
             max_new_tokens=max_new,
-            temperature=s.temperature,
+            temperature=temperature,
             top_p=s.top_p,
             seed=seed,
             stop=stop,
@@ -160,8 +152,11 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
         return texts, tokens, time.perf_counter() - started
     steps = call([request(r, "1.") for r in chunk], s.max_new_tokens, STEP_STOP)
     bodies = ["1." + _cut(r.text, STEP_STOP).rstrip() for r in steps]
-    diag = call(
-        [request(r, b + "\nDiagnosis:") for r, b in zip(chunk, bodies, strict=True)], 16, ["\n"]
+    diag = call(  # greedy: the diagnosis is a name to state, not prose to vary
+        [request(r, b + "\nDiagnosis:") for r, b in zip(chunk, bodies, strict=True)],
+        16,
+        ["\n"],
+        temperature=0.0,
     )
     bodies = [
         b + "\nDiagnosis: " + _cut(d.text, ["\n"]).strip()

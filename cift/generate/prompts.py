@@ -24,9 +24,17 @@ FORMAT_HINT = (
 )
 
 
-def task_for(record: dict, style: str, rng: random.Random, kb) -> tuple[str, str]:
-    """(instruction, input) of the training sample for `record` rendered in `style`."""
-    return instruction_for(style, rng), render_record(record, style, rng, kb=kb)
+def sample_task(record: dict, kb, styles: list[str], seed: int | str) -> dict:
+    """The record as a training task: {style, instruction, input}, seeded by run seed and record.
+
+    The same rendering serves the teacher prompt, the sample and the contamination check."""
+    rng = random.Random(f"{seed}-{record['id']}")
+    style = rng.choice(styles)
+    return {
+        "style": style,
+        "instruction": instruction_for(style, rng),
+        "input": render_record(record, style, rng, kb=kb),
+    }
 
 
 def user_message(instruction: str, input_text: str) -> str:

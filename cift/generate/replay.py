@@ -48,8 +48,13 @@ def replay_samples(
                 continue
             final = attempt == max_retries
             rejects.append(
-                {"task_id": task["id"], "attempt": attempt, "reason": reason, "final": final,
-                 "text": text}
+                {
+                    "task_id": task["id"],
+                    "attempt": attempt,
+                    "reason": reason,
+                    "final": final,
+                    "text": text,
+                }
             )
             retry.append(task)
         pending = retry

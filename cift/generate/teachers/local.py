@@ -19,11 +19,13 @@ class LocalTeacher:
         name: str = "local",
         batch_size: int = 16,
         device: str = "cpu",
+        repetition_penalty: float = 1.0,
     ) -> None:
         self.spec = model
         self.name = name
         self.batch_size = batch_size
         self.device = device
+        self.repetition_penalty = repetition_penalty  # small models loop without it
         self._loaded: LoadedModel | None = None
         self.seconds = 0.0  # wall time spent in generate(), for tokens/s
 
@@ -76,6 +78,8 @@ class LocalTeacher:
                     temperature=temperature if sample else None,
                     top_p=top_p if sample else None,
                     top_k=None,
+                    # a sampling aid only: greedy calls copy names from the prompt verbatim
+                    repetition_penalty=self.repetition_penalty if sample else None,
                     eos_token_id=stop_ids,
                     pad_token_id=tok.pad_token_id,
                     **({"stop_strings": stop, "tokenizer": tok} if stop else {}),

@@ -1,0 +1,186 @@
+"""CoT generation: accounting, retries, staged decoding, resume after a kill, the local teacher."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from cift.data.records import sample_record
+from cift.data.reference import format_output, reference_answer
+from cift.generate.cot import GenerationSettings, ProgressLog, generate_cot
+from cift.generate.teachers.base import TeacherReply, TeacherRequest
+from cift.generate.teachers.kb_template import KBTemplateTeacher
+from cift.kb import load_kb
+
+KB_PATH = Path(__file__).parent / "fixtures" / "kb_small.yaml"
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return load_kb(KB_PATH)
+
+
+@pytest.fixture(scope="module")
+def records(kb):
+    rng = random.Random(3)
+    return [
+        sample_record(kb, kb.conditions[i % len(kb.conditions)], rng, record_id=f"r{i}", batch="b1")
+        for i in range(10)
+    ]
+
+
+class ScriptedTeacher:
+    """Answers from the KB, except for records listed in `bad` (wrong for the first n tries)."""
+
+    name = "scripted"
+
+    def __init__(self, kb, bad: dict[str, int] | None = None, fail_after: int | None = None):
+        self.kb, self.bad, self.calls, self.seen = kb, dict(bad or {}), 0, []
+        self.fail_after = fail_after
+
+    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        replies = []
+        for req in requests:
+            self.seen.append(req.key)
+            if self.bad.get(req.key, 0) > 0:
+                self.bad[req.key] -= 1
+                text = (
+                    "1. The chest x-ray and CT scan show it.\n2. a\n3. b\nDiagnosis: x\nAdvice: y"
+                )
+            else:
+                text = format_output(reference_answer(self.kb, req.record))
+            replies.append(TeacherReply(req.key, text, 10, 20))
+        return replies
+
+
+def settings(**kw) -> GenerationSettings:
+    return GenerationSettings(system_prompt="You are a doctor.", chunk_size=4, **kw)
+
+
+def test_attempted_equals_valid_plus_rejected_and_retries(kb, records, tmp_path):
+    teacher = ScriptedTeacher(kb, bad={"r0": 1, "r1": 5})
+    result = generate_cot(
+        records,
+        teacher,
+        kb,
+        settings(max_retries=2),
+        tmp_path / "p.jsonl",
+        ["note", "lay", "dialogue"],
+    )
+    stats = result.stats()
+    assert stats["attempted"] == stats["valid"] + stats["rejected"] == 10 + 1 + 2
+    assert stats["valid"] == 9 and stats["records_rejected"] == 1
+    assert {r["record_id"] for r in result.rejects} == {"r0", "r1"}
+    assert all(r["reason"].startswith(("unfaithful", "wrong_diagnosis")) for r in result.rejects)
+    assert [r["final"] for r in result.rejects if r["record_id"] == "r1"] == [False, False, True]
+    sample = next(s for s in result.samples if s["meta"]["record_id"] == "r0")
+    assert sample["meta"]["generation"]["attempt"] == 1
+    assert sample["meta"]["teacher"] == "scripted"
+    for s in result.samples:
+        assert set(s) == {"id", "instruction", "input", "output", "meta"}
+        assert s["output"].splitlines()[-2].startswith("Diagnosis: ")
+        assert s["meta"]["structured"]["diagnosis"] == s["meta"]["condition"]
+
+
+def test_resume_after_kill_asks_only_for_the_rest(kb, records, tmp_path):
+    progress = tmp_path / "p.jsonl"
+    killed = ScriptedTeacher(kb, fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        generate_cot(records, killed, kb, settings(), progress, ["note"])
+    assert len(progress.read_text().splitlines()) == 4  # the first chunk was kept
+    with progress.open("a") as fh:
+        fh.write('{"record_id": "r9", "status": "va')  # a torn line from the kill
+    resumed = ScriptedTeacher(kb)
+    result = generate_cot(records, resumed, kb, settings(), progress, ["note"])
+    assert sorted(resumed.seen) == sorted(f"r{i}" for i in range(4, 10))
+    assert len(result.samples) == 10
+    fresh = generate_cot(
+        records, ScriptedTeacher(kb), kb, settings(), tmp_path / "q.jsonl", ["note"]
+    )
+    assert [s["output"] for s in fresh.samples] == [s["output"] for s in result.samples]
+
+
+def test_progress_log_ignores_torn_tail(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n{"b": ')
+    assert ProgressLog(path).entries == [{"a": 1}]
+
+
+class StagedTeacher:
+    """Records the prompts of staged decoding and answers each phase."""
+
+    name = "staged"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+        self.calls.append((requests, temperature, stop))
+        prefill = requests[0].messages[-1]["content"]
+        if prefill == "1.":
+            text = " Fever.\n2. Cough.\n3. Fatigue.\nDiagnosis: ignored"
+        elif prefill.endswith("Diagnosis:"):
+            text = " " + (requests[0].gold or "unknown") + "\nextra"
+        else:
+            text = " Rest and fluids.\nmore"
+        return [TeacherReply(r.key, text, 1, 1) for r in requests]
+
+
+def test_staged_decoding_builds_the_format_field_by_field(kb, records, tmp_path):
+    teacher = StagedTeacher()
+    rec = [r for r in records if set(r["symptoms"]) >= {"fever"}][:1] or records[:1]
+    generate_cot(
+        rec, teacher, kb, settings(decoding="staged", max_retries=0), tmp_path / "p.jsonl", ["note"]
+    )
+    (steps, _, stop1), (diag, t2, _), (adv, _, _) = teacher.calls
+    assert steps[0].messages[-1] == {"role": "assistant", "content": "1."}
+    assert "Diagnosis:" in stop1 and t2 == 0.0
+    assert diag[0].messages[-1]["content"].endswith("3. Fatigue.\nDiagnosis:")
+    gold = rec[0]["condition"]
+    assert adv[0].messages[-1]["content"].endswith(f"Diagnosis: {gold}\nAdvice:")
+    assert f"The confirmed diagnosis is {gold}" in steps[0].messages[1]["content"]
+
+
+def test_blind_teacher_is_not_told_the_diagnosis(kb, records, tmp_path):
+    teacher = StagedTeacher()
+    generate_cot(
+        records[:1],
+        teacher,
+        kb,
+        settings(decoding="staged", blind=True, max_retries=0),
+        tmp_path / "p.jsonl",
+        ["note"],
+    )
+    user = teacher.calls[0][0][0].messages[1]["content"]
+    assert "confirmed diagnosis" not in user and teacher.calls[0][0][0].gold is None
+
+
+def test_kb_template_teacher_is_always_valid(kb, records, tmp_path):
+    teacher = KBTemplateTeacher(kb=str(KB_PATH))
+    result = generate_cot(records, teacher, kb, settings(), tmp_path / "p.jsonl", ["lay"])
+    assert result.stats()["yield"] == 1.0
+    assert {s["meta"]["teacher"] for s in result.samples} == {"kb_template"}
+
+
+@pytest.mark.slow
+def test_local_teacher_batches_in_order_with_stops(tmp_path):
+    from cift.generate.teachers.local import LocalTeacher
+    from cift.models import ModelSpec
+
+    teacher = LocalTeacher(ModelSpec(name="tiny", source="tiny_random"), batch_size=3)
+    msgs = [[{"role": "user", "content": "x " * n}] for n in (1, 30, 5, 12, 2)]
+    reqs = [TeacherRequest(str(i), m) for i, m in enumerate(msgs)]
+    reqs.append(TeacherRequest("p", [*msgs[0], {"role": "assistant", "content": "1."}]))
+    out = teacher.generate(reqs, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
+    assert [r.key for r in out] == [r.key for r in reqs]
+    assert all(0 < r.completion_tokens <= 8 for r in out)
+    assert teacher.prompt_text(reqs[-1]).endswith("<|im_start|>assistant\n1.")
+    again = teacher.generate(reqs, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
+    assert [r.text for r in again] == [r.text for r in out]  # greedy is deterministic
+    json.dumps([r.__dict__ for r in out])
