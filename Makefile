@@ -8,7 +8,8 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 # pip on some machines warns about every unreachable extra index; keep the log readable
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# (sed, not grep -v: it succeeds on empty input, so pipefail still reports pip's own failure)
+QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
 .PHONY: setup repro repro-tiny test test-fast lint clean
 

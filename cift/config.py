@@ -69,7 +69,11 @@ def check_params(overrides: list[str] | None = None, root: Path | None = None) -
 
 def load_params(path: str | Path | None = None) -> DictConfig:
     """The resolved run config a stage works from (params.yaml, already composed by DVC)."""
+    from cift.params_schema import validate_params
+
     path = Path(path) if path else repo_root() / PARAMS
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `cift compose` first")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    validate_params(cfg, path.name if path.parent == Path.cwd() else path)
+    return cfg

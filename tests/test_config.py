@@ -96,3 +96,28 @@ def test_proxy_model_can_differ_from_deployed_model():
     cfg = compose(["proxy.model={_target_:cift.models.ModelSpec,name:other,source:tiny_random}"])
     assert cfg.proxy.model.name == "other" and cfg.model.name == "smollm2_135m"
     assert compose(["profile=paper"]).proxy.model.name == "qwen2_5_0_5b_instruct"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["data"].pop("kb"), "data.kb: missing"),
+        (lambda p: p["generate"].update(min_steps="three"), "generate.min_steps: expected int"),
+        (lambda p: p["data"]["batches"][1].pop("name"), "data.batches[1].name: missing"),
+        (lambda p: p["data"]["batches"][1].update(prev="nope"), "data.batches[1].prev"),
+        (lambda p: p["data"]["batches"][0].update(source="x.jsonl"), "data.batches[0].source"),
+        (lambda p: p["data"]["batches"][0].update(name="../x"), "data.batches[0].name"),
+        (lambda p: p["data"].update(fractions=[0.5, 0.5, 0.5]), "data.fractions"),
+    ],
+)
+def test_malformed_params_name_file_and_key(tmp_path: Path, edit, message: str):
+    from cift.config import load_params
+    from cift.params_schema import ConfigError
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(path) in str(err.value) and message in str(err.value)

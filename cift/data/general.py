@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import yaml
+
+from cift.generate.validate import is_degenerate
 
 CATEGORIES = (
     "writing",
@@ -149,27 +151,6 @@ def validate_general_answer(task: dict, text: str, *, min_chars: int = 20) -> st
     if answer is not None and not contains_answer(stripped, answer):
         return "wrong_answer"
     return None
-
-
-def is_degenerate(text: str) -> bool:
-    """True when a sentence (>= 3 words) occurs 3+ times, or one 4-gram occurring 3+ times
-    covers more than 30% of the word tokens: the looping output small models fall into."""
-    sentences = [" ".join(_words(s)) for s in re.split(r"[.!?\n]+", text)]
-    counts = Counter(s for s in sentences if len(s.split()) >= 3)
-    if counts and counts.most_common(1)[0][1] >= 3:
-        return True
-    words = _words(text)
-    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
-    if not grams:
-        return False
-    top, count = Counter(grams).most_common(1)[0]
-    if count < 3:
-        return False
-    covered: set[int] = set()
-    for i, gram in enumerate(grams):
-        if gram == top:
-            covered.update(range(i, i + 4))
-    return len(covered) / len(words) > 0.30
 
 
 def contains_answer(text: str, answer: str) -> bool:

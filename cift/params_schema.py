@@ -1,0 +1,87 @@
+"""Checks of a run config before any stage works from it: errors name the file and the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+NUMBER = (int, float)
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "experiment_name": str,
+    "seed": int,
+    "system_prompt": str,
+    "paths.data": str,
+    "model.source": str,
+    "teacher.name": str,
+    "teacher.decoding": str,
+    "teacher.backend._target_": str,
+    "data.kb": str,
+    "data.records_per_batch": int,
+    "data.fractions": list,
+    "data.min_test_records": int,
+    "data.global_test_per_condition": int,
+    "data.styles": list,
+    "data.batches": list,
+    "generate.min_steps": int,
+    "generate.max_retries": int,
+    "generate.max_new_tokens": int,
+    "generate.temperature": NUMBER,
+    "generate.top_p": NUMBER,
+    "filter.name": str,
+}
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A run config that stages cannot work from; the message names file and key."""
+
+
+def validate_params(cfg: DictConfig, where: str | Path = "params.yaml") -> None:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key, kind in REQUIRED.items():
+        value = _get(plain, key)
+        if value is _MISSING:
+            raise ConfigError(f"{where}: {key}: missing")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else "number"
+            raise ConfigError(f"{where}: {key}: expected {want}, got {value!r}")
+    fractions = plain["data"]["fractions"]
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(
+            f"{where}: data.fractions: need 3 fractions summing to 1, got {fractions}"
+        )
+    if plain["teacher"]["decoding"] not in ("single", "staged"):
+        raise ConfigError(f"{where}: teacher.decoding: expected single or staged")
+    _check_batches(plain["data"]["batches"], where)
+
+
+def _check_batches(batches: list, where: str | Path) -> None:
+    seen: set[str] = {"base"}
+    for i, batch in enumerate(batches):
+        at = f"{where}: data.batches[{i}]"
+        if not isinstance(batch, dict):
+            raise ConfigError(f"{at}: expected a mapping {{name, source, prev}}")
+        for key in ("name", "source", "prev"):
+            if not isinstance(batch.get(key), str) or not batch[key]:
+                raise ConfigError(f"{at}.{key}: missing or not a string")
+        if not BATCH_NAME.match(batch["name"]) or batch["name"] in seen:
+            raise ConfigError(f"{at}.name: {batch['name']!r} is not a new, path-safe batch name")
+        if batch["prev"] not in seen:
+            raise ConfigError(f"{at}.prev: {batch['prev']!r} is not 'base' or an earlier batch")
+        if batch["source"] != "synthetic" and not Path(batch["source"]).is_file():
+            raise ConfigError(f"{at}.source: {batch['source']}: no such file")
+        seen.add(batch["name"])
+
+
+_MISSING = object()
+
+
+def _get(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
