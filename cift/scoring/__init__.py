@@ -1,0 +1,1 @@
+"""Batched scoring engines: perplexity/IFD on causal LMs, sentence embeddings."""

@@ -1,0 +1,124 @@
+"""`cift bench diversity`: the batched embedding engine vs the per-response fp32 reference.
+
+Responses are windows of 3–12 sentences from expert reference answers to sampled patient records
+(deterministic for a seed). The reference is what a straightforward implementation does: one fp32
+`model.encode(sentences)` call per response. Both sides compute Div for every response with the
+same model in the same process; the engine is timed before and after the reference and its mean
+is used, so load from other jobs on a shared CPU affects both sides alike. Progress goes to
+stderr; the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from typing import Any
+
+from cift.scoring.embeddings import diversity_score, resolve_model, sentence_embeddings
+
+MIN_SPEEDUP = 5.0
+MAX_ABS_DIFF = 0.01
+
+
+def build_responses(n: int = 256, seed: int = 0) -> list[list[str]]:
+    """`n` responses as sentence lists: a random window of 3–12 sentences of the reference
+    answer (numbered steps, Diagnosis, Advice) to a record of a random KB condition."""
+    from cift.data.records import sample_record
+    from cift.data.reference import format_output, reference_answer
+    from cift.filters.sentences import split_sentences
+    from cift.kb import load_kb
+
+    kb = load_kb()
+    rng = random.Random(seed)
+    responses: list[list[str]] = []
+    while len(responses) < n:
+        i = len(responses)
+        record = sample_record(kb, rng.choice(kb.names), rng, record_id=f"r{i}", batch="bench")
+        sentences = split_sentences(format_output(reference_answer(kb, record, rng)))
+        k = min(rng.randint(3, 12), len(sentences))
+        if k < 3:
+            continue
+        start = rng.randint(0, len(sentences) - k)
+        responses.append(sentences[start : start + k])
+    return responses
+
+
+def reference_diversity(responses: list[list[str]], model: Any) -> list[float | None]:
+    """Div per response with one fp32 `encode` call per response (the baseline)."""
+    return [
+        diversity_score(model.encode(s, normalize_embeddings=True, show_progress_bar=False))
+        for s in responses
+    ]
+
+
+def engine_diversity(
+    responses: list[list[str]], model: Any, batch_size: int, dtype: str
+) -> list[float | None]:
+    embeddings = sentence_embeddings(responses, model=model, batch_size=batch_size, dtype=dtype)
+    return [diversity_score(e) for e in embeddings]
+
+
+def _log(msg: str) -> None:
+    print(f"[bench diversity] {msg}", file=sys.stderr, flush=True)
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def run(n: int, seed: int, batch_size: int, dtype: str, model_name: str) -> dict:
+    responses = build_responses(n, seed)
+    n_sent = sum(map(len, responses))
+    _log(f"{n} responses, {n_sent} sentences ({len({s for r in responses for s in r})} distinct)")
+    model = resolve_model(model_name)
+    reference_diversity(responses[:4], model)  # warm-up: first-call allocations and kernels
+    engine_diversity(responses[:4], model, batch_size, dtype)
+    _log("engine (1/2) …")
+    engine, t_engine1 = _timed(engine_diversity, responses, model, batch_size, dtype)
+    _log(f"engine: {t_engine1:.1f} s; reference (one fp32 encode per response) …")
+    ref, t_ref = _timed(reference_diversity, responses, model)
+    _log(f"reference: {t_ref:.1f} s; engine (2/2) …")
+    _, t_engine2 = _timed(engine_diversity, responses, model, batch_size, dtype)
+    t_engine = (t_engine1 + t_engine2) / 2
+    _log(f"engine: {t_engine2:.1f} s")
+    diff = max(abs(a - b) for a, b in zip(engine, ref, strict=True))
+    speedup = t_ref / t_engine
+    return {
+        "responses": n,
+        "ref_per_s": round(n / t_ref, 2),
+        "engine_per_s": round(n / t_engine, 2),
+        "speedup": round(speedup, 2),
+        "max_abs_diff": float(f"{diff:.3g}"),
+        "target_met": speedup >= MIN_SPEEDUP and diff <= MAX_ABS_DIFF,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--responses", type=int, default=256, help="responses to score (>= 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="engine sentences per batch")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--model", default="minilm", help="minilm or a sentence-transformers folder")
+
+
+def cli(args: argparse.Namespace) -> int:
+    """Run with parsed `args` (`add_arguments`); print the JSON line; 1 when a target is missed."""
+    result = run(args.responses, args.seed, args.batch_size, args.dtype, args.model)
+    print(json.dumps(result))
+    return 0 if result["target_met"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`cift bench diversity [--responses N] …`: exit 1 when speedup < 5 or max |ΔDiv| > 0.01."""
+    p = argparse.ArgumentParser(prog="cift bench diversity", description=__doc__)
+    add_arguments(p)
+    return cli(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

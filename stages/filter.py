@@ -1,0 +1,65 @@
+"""DVC stage `filter@<i>`: length → diversity → IFD on the proxy → selection, for one batch.
+
+Usage: python stages/filter.py BATCH_NAME
+Reads data/batches/<batch>/train.jsonl and the proxy pointer left by the previous batch;
+writes runs/<experiment>/<batch>/{selected,rejected,scores}.jsonl, filter.json, plots/.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(name: str) -> None:
+    from hydra.utils import instantiate
+
+    from cift.config import load_params
+    from cift.deploy.pointers import pointer_path
+    from cift.filters.base import FilterContext
+    from cift.filters.pipeline import build_steps, run_filter
+    from cift.filters.report import histograms
+    from cift.generate.batches import batch_spec
+    from cift.io.jsonl import read_samples, write_json_atomic, write_jsonl_atomic
+    from cift.tracking import stage_run
+
+    started = time.perf_counter()
+    cfg = load_params()
+    exp, runs = cfg.experiment_name, cfg.paths.runs
+    read = read_samples(Path(cfg.paths.data) / "batches" / name / "train.jsonl")
+    proxy = json.loads(pointer_path(runs, exp, batch_spec(cfg, name)["prev"], "proxy").read_text())
+    ctx = FilterContext(
+        system_prompt=cfg.system_prompt,
+        proxy=instantiate(cfg.proxy.model),
+        proxy_adapter=proxy["adapter_path"],
+        seed=cfg.seed,
+        n_in=len(read.accepted),
+    )
+    kept, rejected, scores, summary = run_filter(read.accepted, build_steps(cfg.filter), ctx)
+    rejected += [
+        {"line": r.line, "filter": {"step": "read", "reason": r.reason}, "message": r.message}
+        for r in read.rejects
+    ]
+    out = Path(runs) / exp / name
+    write_jsonl_atomic(out / "selected.jsonl", kept)
+    write_jsonl_atomic(out / "rejected.jsonl", rejected)
+    write_jsonl_atomic(out / "scores.jsonl", scores)
+    for score, rows in histograms(scores).items():
+        write_json_atomic(out / "plots" / f"{score}.json", rows)
+    summary |= {
+        "batch": name,
+        "filter": cfg.filter.name,
+        "proxy": proxy,
+        "input_rejected": len(read.rejects),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "filter.json", summary)
+    with stage_run(cfg, "filter", name=f"{exp}/filter/{name}") as run:
+        run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
+    print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
