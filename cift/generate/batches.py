@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cift.data.records import sample_batches, sample_global_test
 from cift.data.redact import redact_sample
-from cift.data.reference import format_output, reference_answer
+from cift.data.reference import reference_answer
 from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
-from cift.generate.prompts import sample_task
+from cift.generate.prompts import record_sample, sample_task
 from cift.kb import KnowledgeBase, load_kb
 
 
@@ -168,21 +168,14 @@ def reference_sample(record: dict, kb: KnowledgeBase, cfg: DictConfig) -> dict:
     """An expert answer built from the KB in code: what evaluation compares against."""
     task = sample_task(record, kb, list(cfg.data.styles), cfg.seed)
     structured = reference_answer(kb, record)
-    return {
-        "id": f"{record['id']}-ref",
-        "instruction": task["instruction"],
-        "input": task["input"],
-        "output": format_output(structured),
-        "meta": {
-            "batch": record["batch"],
-            "record_id": record["id"],
-            "condition": structured["diagnosis"],
-            "style": task["style"],
-            "source": "reference",
-            "teacher": "kb_reference",
-            "structured": structured,
-        },
-    }
+    return record_sample(
+        record,
+        task,
+        structured,
+        sample_id=f"{record['id']}-ref",
+        source="reference",
+        teacher="kb_reference",
+    )
 
 
 def redacted(samples: list[dict]) -> list[dict]:

@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cift.data.reference import format_output
-from cift.generate.prompts import sample_task, teacher_messages
+from cift.generate.prompts import record_sample, sample_task, teacher_messages
 from cift.generate.teachers.base import Teacher, TeacherRequest
 from cift.generate.validate import validate_answer
 
@@ -184,28 +183,22 @@ def _judge(record, text, task, kb, s: GenerationSettings, attempt: int) -> dict:
         final = attempt >= s.max_retries
         return {**entry, "status": "invalid", "reason": verdict.reason, "final": final}
     structured = {**verdict.structured, "diagnosis": kb.by_name(record["condition"]).name}
-    sample = {
-        "id": f"{record['id']}-a1",
-        "instruction": task["instruction"],
-        "input": task["input"],
-        "output": format_output(structured),
-        "meta": {
-            "batch": record["batch"],
-            "record_id": record["id"],
-            "condition": structured["diagnosis"],
-            "style": task["style"],
-            "source": "teacher",
-            "generation": {
-                "attempt": attempt,
-                "temperature": s.temperature,
-                "top_p": s.top_p,
-                "max_new_tokens": s.max_new_tokens,
-                "decoding": s.decoding,
-                "blind": s.blind,
-            },
-            "structured": structured,
-        },
+    generation = {
+        "attempt": attempt,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_new_tokens": s.max_new_tokens,
+        "decoding": s.decoding,
+        "blind": s.blind,
     }
+    sample = record_sample(
+        record,
+        task,
+        structured,
+        sample_id=f"{record['id']}-a1",
+        source="teacher",
+        generation=generation,
+    )
     return {**entry, "status": "valid", "sample": sample}
 
 

@@ -37,6 +37,26 @@ def sample_task(record: dict, kb, styles: list[str], seed: int | str) -> dict:
     }
 
 
+def record_sample(record: dict, task: dict, structured: dict, *, sample_id: str, **meta) -> dict:
+    """A sample of a record: its task, the canonical output text, and the structured answer."""
+    from cift.data.reference import format_output
+
+    return {
+        "id": sample_id,
+        "instruction": task["instruction"],
+        "input": task["input"],
+        "output": format_output(structured),
+        "meta": {
+            "batch": record["batch"],
+            "record_id": record["id"],
+            "condition": structured["diagnosis"],
+            "style": task["style"],
+            **meta,
+            "structured": structured,
+        },
+    }
+
+
 def user_message(instruction: str, input_text: str) -> str:
     """The user turn everywhere (training, scoring, serving): instruction, a blank line, input."""
     return f"{instruction}\n\n{input_text}" if input_text else instruction

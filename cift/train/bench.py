@@ -169,7 +169,7 @@ def interleaved_fit(spec, train_cfg: dict, trainer_cfg: dict, examples, pad_id, 
     engine: length-grouped batches of `train.batch_size` from our sampler and collate."""
     from cift.train.data import LengthGroupedBatchSampler
     from cift.train.fit import base_dtype
-    from cift.train.module import wrap_lora
+    from cift.train.module import keep_activation_dtype, wrap_lora
 
     precision = str(trainer_cfg["precision"])
     lr = float(train_cfg["lr"])
@@ -182,6 +182,8 @@ def interleaved_fit(spec, train_cfg: dict, trainer_cfg: dict, examples, pad_id, 
     )
     torch.manual_seed(seed)
     engine_model = wrap_lora(spec.load(dtype=base_dtype(precision)).model, train_cfg["lora"])
+    if "mixed" in precision and base_dtype(precision) != "float32":
+        keep_activation_dtype(engine_model)  # as train_adapter does
     engine = _Path(
         "engine", engine_model, lr, _engine_step(precision, trainer_cfg.get("gradient_clip_val"))
     )

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cift.train.adapters import check_base_hash, init_from_adapter, save_adapter
 from cift.train.data import SFTDataModule, mix_replay, tokenize_samples
-from cift.train.module import LoRAModule, wrap_lora
+from cift.train.module import LoRAModule, keep_activation_dtype, wrap_lora
 
 INITS = ("production", "fresh")
 RUN_FILE = "run.json"  # fingerprint of the inputs a checkpoint folder belongs to
@@ -137,6 +137,8 @@ def train_adapter(
     peft_model = wrap_lora(loaded.model, cfg["lora"])
     if use_init:
         init_from_adapter(peft_model, init_adapter, expected_base_hash=loaded.base_hash)
+    if "mixed" in str(tcfg.get("precision", "")) and loaded.dtype != torch.float32:
+        keep_activation_dtype(peft_model)
     peft_model.train()  # loaded in eval mode; Lightning keeps modes as it finds them (dropout)
     module = LoRAModule(peft_model, cfg)
     data = SFTDataModule(examples, int(cfg["batch_size"]), loaded.tokenizer.pad_token_id, seed)
