@@ -42,6 +42,17 @@ def compose_to(output: Path, overrides: list[str], root: Path) -> None:
             os.unlink(tmp)
 
 
+def compose_config(overrides: list[str] | None = None, root: Path | None = None) -> DictConfig:
+    """conf/ composed in memory with Hydra overrides and resolved (no params.yaml written)."""
+    from hydra import compose, initialize_config_dir
+
+    conf = ((root or repo_root()) / CONF_DIR).resolve()
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = compose(CONFIG_NAME, overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
 def compose_params(overrides: list[str] | None = None, root: Path | None = None) -> Path:
     """Write `params.yaml` at the repo root from `conf/` plus Hydra overrides."""
     root = root or repo_root()

@@ -10,19 +10,20 @@ from pathlib import Path
 
 
 def main() -> None:
+    from hydra.utils import instantiate
+
     from cift.config import load_params
     from cift.data.general import load_general_tasks, split_general
     from cift.generate.replay import replay_samples
     from cift.generate.teachers.local import LocalTeacher
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
-    from cift.models import ModelSpec
     from cift.tracking import stage_run
 
     started = time.perf_counter()
     cfg = load_params()
     g = cfg.generate.general
     replay_tasks, heldout = split_general(load_general_tasks(), g.heldout_fraction, cfg.seed)
-    model = ModelSpec(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+    model = instantiate(cfg.model)
     teacher = LocalTeacher(model, name=f"replay:{model.name}")
     samples, rejects, stats = replay_samples(
         replay_tasks,

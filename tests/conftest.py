@@ -22,14 +22,9 @@ def repo_root() -> Path:
 
 def compose(overrides: list[str] | None = None):
     """The resolved config for `overrides`, composed as lightning-hydra-template's tests do."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from cift.config import compose_config
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        cfg = hydra_compose("config", overrides=list(overrides or []))
-    OmegaConf.resolve(cfg)
-    return cfg
+    return compose_config(overrides, root=ROOT)
 
 
 def copy_repo(dest: Path) -> Path:

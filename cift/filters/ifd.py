@@ -28,11 +28,12 @@ class IFDFilter:
     def apply(
         self, samples: list[dict], stats: dict[str, dict], ctx: FilterContext
     ) -> dict[str, str]:
+        from cift.models.loading import load_with_adapter
         from cift.scoring.ifd import score_ifd
 
         if not samples:
             return {}
-        model, tokenizer = load_proxy(ctx, self.dtype)
+        model, tokenizer = load_with_adapter(ctx.proxy, ctx.proxy_adapter, self.dtype)
         scores = score_ifd(
             model,
             tokenizer,
@@ -52,14 +53,3 @@ class IFDFilter:
             elif row["ifd"] < self.tau_min:
                 drops[row["id"]] = "ifd_below_tau_min"
         return drops
-
-
-def load_proxy(ctx: FilterContext, dtype: str = "auto"):
-    """The proxy as one plain causal LM: base weights plus its adapter merged (logits identical)."""
-    loaded = ctx.proxy.load(dtype=dtype)
-    model = loaded.model
-    if ctx.proxy_adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, ctx.proxy_adapter).merge_and_unload()
-    return model.eval(), loaded.tokenizer

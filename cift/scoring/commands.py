@@ -17,43 +17,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 
-def compose_config(overrides: list[str]) -> Any:
-    """conf/ of the repo (cift.config.repo_root) composed with `overrides`, resolved."""
-    from hydra import compose, initialize_config_dir
-
-    from cift.config import CONF_DIR, CONFIG_NAME, repo_root
-
-    conf = (repo_root() / CONF_DIR).resolve()
-    with initialize_config_dir(str(conf), version_base=None):
-        cfg = compose(CONFIG_NAME, overrides=list(overrides))
-    OmegaConf.resolve(cfg)
-    return cfg
-
-
-def load_proxy(cfg: Any, dtype: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) of the proxy: `proxy.model`, with `proxy.adapter` merged if set."""
-    from hydra.utils import instantiate
-
-    spec = instantiate(cfg.proxy.model)
-    loaded = spec.load(dtype=dtype)
-    model = loaded.model
-    adapter = OmegaConf.select(cfg, "proxy.adapter", default=None)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
-    return model, loaded.tokenizer
-
-
 def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list[str]) -> int:
     """Score a JSONL file; see the module docstring. Returns the exit code."""
+    from hydra.utils import instantiate
+
+    from cift.config import compose_config
     from cift.data.check import rejects_path  # data/x.jsonl -> data/x.rejects.jsonl
     from cift.io.jsonl import read_samples, write_jsonl_atomic, write_rejects
+    from cift.models.loading import load_with_adapter
     from cift.scoring.ifd import score_ifd
 
     cfg = compose_config(overrides)
@@ -69,7 +44,8 @@ def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list
     rows: list[dict] = []
     if read.accepted:
         t0 = time.perf_counter()
-        model, tokenizer = load_proxy(cfg, dtype)
+        adapter = OmegaConf.select(cfg, "proxy.adapter", default=None)
+        model, tokenizer = load_with_adapter(instantiate(cfg.proxy.model), adapter, dtype)
         print(
             f"scoring {len(read.accepted)} samples with {cfg.proxy.model.name} "
             f"(template={template}, dtype={next(model.parameters()).dtype}, "
