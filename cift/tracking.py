@@ -56,3 +56,31 @@ def stage_run(cfg: DictConfig, stage: str, name: str | None = None) -> Iterator[
         yield run
     finally:
         run.finish()
+
+
+def lightning_logger(cfg: DictConfig, stage: str, name: str | None = None) -> Any:
+    """Lightning logger for a training stage: W&B (grouped as in `stage_run`), CSV, or None."""
+    backend = cfg.logger.backend
+    if backend == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        root = Path(os.environ.get("DVC_ROOT", ".")) / cfg.logger.get("dir", "logs/csv")
+        return CSVLogger(str(root.resolve()), name=name or f"{cfg.experiment_name}/{stage}")
+    if backend != "wandb":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode") or "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    folder = wandb_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(
+        project=cfg.logger.project,
+        entity=cfg.logger.get("entity"),
+        group=cfg.experiment_name,
+        job_type=stage,
+        name=name or f"{cfg.experiment_name}/{stage}",
+        save_dir=str(folder),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        reinit="finish_previous",
+    )

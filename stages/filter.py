@@ -17,11 +17,10 @@ def main(name: str) -> None:
     from hydra.utils import instantiate
 
     from cift.config import load_params
-    from cift.deploy.pointers import pointer_path
+    from cift.deploy.pointers import previous_pointer
     from cift.filters.base import FilterContext
     from cift.filters.pipeline import build_steps, run_filter
     from cift.filters.report import histograms
-    from cift.generate.batches import batch_spec
     from cift.io.jsonl import read_samples, write_json_atomic, write_jsonl_atomic
     from cift.tracking import stage_run
 
@@ -29,7 +28,7 @@ def main(name: str) -> None:
     cfg = load_params()
     exp, runs = cfg.experiment_name, cfg.paths.runs
     read = read_samples(Path(cfg.paths.data) / "batches" / name / "train.jsonl")
-    proxy = json.loads(pointer_path(runs, exp, batch_spec(cfg, name)["prev"], "proxy").read_text())
+    proxy = previous_pointer(cfg, name, "proxy")
     ctx = FilterContext(
         system_prompt=cfg.system_prompt,
         proxy=instantiate(cfg.proxy.model),

@@ -26,6 +26,31 @@ def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedP
     return proc
 
 
+def check_train_evaluate_deploy(runs: Path) -> None:
+    """Each batch: an adapter trained from the last deployed one, a gated evaluation, a pointer."""
+    for batch, prev in (("b1", "base"), ("b2", "b1")):
+        train = json.loads((runs / batch / "train.json").read_text())
+        assert train["n"] > 0 and train["train_tokens"] > train["supervised_tokens"] > 0
+        assert (runs / "versions" / batch / "adapter_model.safetensors").is_file()
+        evaluated = json.loads((runs / batch / "evaluate.json").read_text())
+        for role in ("candidate", "deployed"):
+            test = evaluated[role][f"test/{batch}"]
+            assert 0.0 <= test["accuracy"] <= 1.0 and len(test["accuracy_ci"]) == 2
+        decision = json.loads((runs / batch / "decision.json").read_text())
+        assert set(decision["terms"]) == {"accuracy", "forgetting", "safety", "judge"}
+        deployed = json.loads((runs / batch / "deployed.json").read_text())
+        assert deployed["decision"] == ("promote" if decision["promote"] else "keep")
+        previous = json.loads((runs / prev / "deployed.json").read_text())
+        assert train["init_adapter"] == previous["adapter_path"]
+        assert decision["deployed"]["version"] == previous["version"]
+    assert "b1" in decision["terms"]["forgetting"]["batches"]  # b2 checks b1's validation split
+    arms = {
+        a: json.loads((runs / "table1" / f"{a}.json").read_text()) for a in ("full", "filtered")
+    }
+    assert arms["full"]["n"] > arms["filtered"]["n"] > 0
+    assert arms["full"]["base"] == arms["filtered"]["base"]  # same cases, same cached base answers
+
+
 def test_tiny_dag_then_import_a_batch(repo_copy: Path, tmp_path: Path):
     started = time.perf_counter()
     run(["dvc", "exp", "run", "-S", "profile=tiny"], repo_copy)
@@ -45,6 +70,7 @@ def test_tiny_dag_then_import_a_batch(repo_copy: Path, tmp_path: Path):
         assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"]
     assert (repo_copy / "data" / "global" / "test.jsonl").stat().st_size > 0
     assert (repo_copy / "data" / "general" / "replay.jsonl").stat().st_size > 0
+    check_train_evaluate_deploy(repo_copy / "runs" / "main")
 
     src = tmp_path / "clinic.jsonl"
     good = {

@@ -6,7 +6,9 @@ scores the next batch: {"version", "adapter_path", "proxy_source": "shared|train
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 
 def base_deployed(experiment: str) -> dict:
@@ -39,3 +41,27 @@ def next_proxy(previous: dict, deployed: dict | None, mode: str) -> dict:
 
 def pointer_path(runs: str | Path, experiment: str, batch: str, kind: str) -> Path:
     return Path(runs) / experiment / batch / f"{kind}.json"
+
+
+def version_dir(runs: str | Path, experiment: str, batch: str) -> Path:
+    """Where the candidate adapter trained on `batch` lives (run-local version `<exp>/<batch>`)."""
+    return Path(runs) / experiment / "versions" / batch
+
+
+def deployed_after(previous: dict, decision: dict, candidate: dict) -> dict:
+    """The deployed pointer after a batch: the candidate on promotion, else the previous one."""
+    if decision.get("promote"):
+        return {**candidate, "decision": "promote", "candidate": candidate["version"]}
+    return {**previous, "decision": "keep", "candidate": candidate["version"]}
+
+
+def read_pointer(runs: str | Path, experiment: str, batch: str, kind: str) -> dict:
+    return json.loads(pointer_path(runs, experiment, batch, kind).read_text(encoding="utf-8"))
+
+
+def previous_pointer(cfg: Any, batch: str, kind: str) -> dict:
+    """The `kind` pointer ("deployed" or "proxy") left by the batch before `batch`."""
+    from cift.generate.batches import batch_spec
+
+    prev = batch_spec(cfg, batch)["prev"]
+    return read_pointer(cfg.paths.runs, cfg.experiment_name, prev, kind)

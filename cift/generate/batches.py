@@ -35,6 +35,13 @@ def batch_spec(cfg: DictConfig, name: str) -> dict:
     raise KeyError(f"params.yaml: data.batches: no batch named {name!r} (known: {known})")
 
 
+def batches_through(cfg: DictConfig, name: str) -> list[str]:
+    """Batch names from the first up to and including `name`, in arrival order."""
+    names = [b.name for b in cfg.data.batches]
+    batch_spec(cfg, name)  # a clear error for an unknown name
+    return names[: names.index(name) + 1]
+
+
 def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict]]:
     """Records of every synthetic batch, in config order (imported batches bring their own)."""
     specs = [

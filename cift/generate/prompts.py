@@ -62,6 +62,15 @@ def user_message(instruction: str, input_text: str) -> str:
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 
+def student_messages(sample: dict, system_prompt: str) -> list[dict]:
+    """The deployed model's prompt in training, evaluation and serving: the explicit system
+    message, then the sample's instruction + input as the user turn."""
+    return [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": user_message(sample["instruction"], sample.get("input", ""))},
+    ]
+
+
 def teacher_messages(
     system_prompt: str,
     instruction: str,

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from cift.generate.prompts import user_message
+from cift.generate.prompts import student_messages
 
 IGNORE = -100
 GROUP_BATCHES = 16  # batches per length-sorted group: padding stays small, order stays random
@@ -43,10 +43,7 @@ class Example:
 
 def chat_texts(tokenizer: Any, sample: dict, system_prompt: str) -> tuple[str, str]:
     """(prompt text, full text): system + user turn + assistant header, and the same + response."""
-    messages = [
-        {"role": "system", "content": system_prompt},
-        {"role": "user", "content": user_message(sample["instruction"], sample.get("input", ""))},
-    ]
+    messages = student_messages(sample, system_prompt)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(
         [*messages, {"role": "assistant", "content": sample["output"]}], tokenize=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from tqdm.auto import tqdm
@@ -20,8 +21,12 @@ class LocalTeacher:
         batch_size: int = 16,
         device: str = "cpu",
         repetition_penalty: float = 1.0,
+        adapter: str | None = None,
+        stop_after_line: str | None = None,
     ) -> None:
         self.spec = model
+        self.adapter = adapter  # a PEFT adapter merged into the base at load time
+        self.stop_after_line = stop_after_line  # e.g. "Advice:": end once that line is complete
         self.name = name
         self.batch_size = batch_size
         self.device = device
@@ -33,6 +38,11 @@ class LocalTeacher:
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
             self._loaded = self.spec.load(self.device)
+            if self.adapter:
+                from peft import PeftModel
+
+                merged = PeftModel.from_pretrained(self._loaded.model, str(self.adapter))
+                self._loaded.model = merged.merge_and_unload().eval()
         return self._loaded
 
     def prompt_text(self, request: TeacherRequest) -> str:
@@ -70,6 +80,12 @@ class LocalTeacher:
             enc = {k: v.to(self.device) for k, v in enc.items()}
             torch.manual_seed(seed + b)
             sample = temperature > 0
+            prompt_len = enc["input_ids"].shape[1]
+            criteria = (
+                [LineEndStop(tok, self.stop_after_line, prompt_len)]
+                if self.stop_after_line
+                else None
+            )
             with torch.inference_mode():
                 out = lm.model.generate(
                     **enc,
@@ -82,16 +98,44 @@ class LocalTeacher:
                     repetition_penalty=self.repetition_penalty if sample else None,
                     eos_token_id=stop_ids,
                     pad_token_id=tok.pad_token_id,
+                    stopping_criteria=criteria,
                     **({"stop_strings": stop, "tokenizer": tok} if stop else {}),
                 )
-            new = out[:, enc["input_ids"].shape[1] :]
+            new = out[:, prompt_len:]
             for row, i in enumerate(batch):
                 toks = new[row].tolist()
                 n = next((k + 1 for k, t in enumerate(toks) if t in stop_ids), len(toks))
                 text = tok.decode(toks[:n], skip_special_tokens=True)
+                if self.stop_after_line:
+                    text = cut_after_line(text, self.stop_after_line)
                 replies[i] = TeacherReply(requests[i].key, text, len(ids[i]), n)
         self.seconds += time.perf_counter() - started
         return replies  # type: ignore[return-value]
+
+
+def cut_after_line(text: str, marker: str) -> str:
+    """`text` up to the end of the last line that starts with `marker` and has content."""
+    for match in re.finditer(rf"(?m)^[ \t*]*{re.escape(marker)}[^\n]*\S[^\n]*\n", text):
+        return text[: match.end() - 1]
+    return text
+
+
+class LineEndStop:
+    """Stops a row once a line starting with `marker` (with content) has ended: "the Advice line
+    is the answer's last" without waiting for the token budget. Per-row, so a batch keeps going
+    only for the rows still writing."""
+
+    def __init__(self, tokenizer, marker: str, prompt_len: int) -> None:
+        self.tokenizer, self.marker, self.prompt_len = tokenizer, marker, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_len :], skip_special_tokens=True
+        )
+        done = [cut_after_line(t, self.marker) != t for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _stop_ids(tok) -> list[int]:

@@ -1,0 +1,160 @@
+"""Model answers for evaluation: batched greedy generation, cached per (version, sample, decoding).
+
+A version is identified by content (the adapter's weights hash, or the base model's hash), not by
+name, so a rerun or a rollback never reuses a stale answer and a renamed copy reuses a valid one.
+The cache key of one answer is (version key, sample id, decoding parameters, hash of the prompt
+template = system prompt + user message + stop rules); the cache is an append-only JSONL per
+version, so a killed evaluation keeps what it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cift.generate.prompts import student_messages
+from cift.generate.teachers.base import TeacherRequest
+
+STOP_AFTER = "Advice:"  # generation ends once the Advice line is complete
+
+
+@dataclass(frozen=True)
+class Version:
+    """A model version: a name for people, an adapter folder (None = the base), a content key."""
+
+    name: str
+    adapter: str | None
+    key: str
+
+    def pointer(self) -> dict:
+        """The fields a deployed.json names it by (the key changes whenever the weights do)."""
+        return {"version": self.name, "adapter_path": self.adapter, "key": self.key}
+
+    @classmethod
+    def of(cls, name: str, adapter: str | Path | None, base_hash: str) -> Version:
+        if adapter is None:
+            return cls(name, None, f"base-{base_hash[:16]}")
+        return cls(name, str(adapter), f"lora-{adapter_digest(adapter)[:16]}")
+
+
+def adapter_digest(adapter: str | Path) -> str:
+    """sha256 of the adapter's safetensors weights (the version's identity)."""
+    files = sorted(Path(adapter).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{adapter}: no *.safetensors adapter weights")
+    h = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Decoding:
+    """Greedy by default; the Advice line or the token budget ends an answer."""
+
+    max_new_tokens: int = 320
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 16
+    seed: int = 0
+    stop_after_line: str = STOP_AFTER
+    extra: dict = field(default_factory=dict)
+
+    def key_parts(self) -> dict:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p if self.temperature > 0 else None,
+            "seed": self.seed if self.temperature > 0 else None,
+            "stop_after_line": self.stop_after_line,
+        }
+
+
+def answer_key(version: Version, sample: Mapping[str, Any], system_prompt: str, d: Decoding) -> str:
+    prompt = json.dumps(student_messages(sample, system_prompt), ensure_ascii=False)
+    parts = [version.key, sample["id"], d.key_parts(), hashlib.sha256(prompt.encode()).hexdigest()]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class AnswerCache:
+    """Append-only JSONL per version key; a torn last line (a kill mid-write) is ignored."""
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = Path(folder) if folder else None
+
+    def _path(self, version: Version) -> Path | None:
+        return self.folder / f"{version.key}.jsonl" if self.folder else None
+
+    def load(self, version: Version) -> dict[str, str]:
+        path = self._path(version)
+        out: dict[str, str] = {}
+        if path is None or not path.is_file():
+            return out
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            out[row["key"]] = row["text"]
+        return out
+
+    def add(self, version: Version, rows: Sequence[tuple[str, str]]) -> None:
+        path = self._path(version)
+        if path is None or not rows:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            for key, text in rows:
+                fh.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+
+
+def generate_answers(
+    make_generator: Any,
+    version: Version,
+    samples: Sequence[Mapping[str, Any]],
+    system_prompt: str,
+    decoding: Decoding,
+    cache: AnswerCache,
+) -> tuple[dict[str, str], dict]:
+    """{sample id: answer} for `samples`, generating only what the cache lacks.
+
+    make_generator(version) -> a Teacher (called only when something is missing, so a fully
+    cached evaluation never loads a model). Returns (answers, stats: generated, cached, tokens,
+    seconds).
+    """
+    keys = {s["id"]: answer_key(version, s, system_prompt, decoding) for s in samples}
+    cached = cache.load(version)
+    todo = [s for s in samples if keys[s["id"]] not in cached]
+    stats = {
+        "generated": len(todo),
+        "cached": len(samples) - len(todo),
+        "tokens": 0,
+        "seconds": 0.0,
+    }
+    if todo:
+        gen = make_generator(version)
+        chunk = max(decoding.batch_size * 4, 1)  # cache progress every few batches
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            requests = [TeacherRequest(s["id"], student_messages(s, system_prompt)) for s in part]
+            before = getattr(gen, "seconds", 0.0)
+            replies = gen.generate(
+                requests,
+                max_new_tokens=decoding.max_new_tokens,
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                seed=decoding.seed,
+            )
+            stats["seconds"] += getattr(gen, "seconds", 0.0) - before
+            stats["tokens"] += sum(r.completion_tokens for r in replies)
+            rows = [(keys[s["id"]], r.text) for s, r in zip(part, replies, strict=True)]
+            cache.add(version, rows)
+            cached.update(rows)
+    stats["seconds"] = round(stats["seconds"], 2)
+    return {s["id"]: cached[keys[s["id"]]] for s in samples}, stats

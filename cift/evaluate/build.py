@@ -1,0 +1,73 @@
+"""Evaluation parts from the composed config: the evaluator, versions, the judge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cift.evaluate.answers import AnswerCache, Decoding, Version
+from cift.evaluate.suite import Evaluator
+from cift.models.loading import base_model_hash
+
+
+def base_hash(spec: Any) -> str:
+    """The base model's weight hash without loading it when its folder is local."""
+    folder = Path(spec.local_dir())
+    return base_model_hash(folder) if folder.is_dir() else spec.load().base_hash
+
+
+def version_of(name: str, adapter: str | Path | None, spec: Any) -> Version:
+    return Version.of(name, adapter, base_hash(spec))
+
+
+def pointer_version(pointer: dict, spec: Any) -> Version:
+    """The version a deployed.json / proxy.json pointer names."""
+    return version_of(pointer["version"], pointer.get("adapter_path"), spec)
+
+
+def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = None) -> Evaluator:
+    from hydra.utils import instantiate
+
+    from cift.generate.batches import domain_kb
+    from cift.generate.teachers.local import LocalTeacher
+
+    spec = instantiate(cfg.model)
+    e = cfg.evaluate
+    decoding = Decoding(
+        max_new_tokens=int(e.max_new_tokens),
+        temperature=float(e.temperature),
+        batch_size=int(e.batch_size),
+        seed=int(cfg.seed),
+    )
+
+    def make_generator(version: Version) -> LocalTeacher:
+        return LocalTeacher(
+            model=spec,
+            name=version.name,
+            batch_size=decoding.batch_size,
+            adapter=version.adapter,
+            stop_after_line=decoding.stop_after_line,
+        )
+
+    return Evaluator(
+        kb=kb if kb is not None else domain_kb(cfg),
+        system_prompt=cfg.system_prompt,
+        decoding=decoding,
+        cache=AnswerCache(e.get("cache_dir")),
+        make_generator=make_generator,
+        records={r["id"]: r for r in records},
+        n_boot=int(cfg.gate.bootstrap),
+        seed=int(cfg.seed),
+    )
+
+
+def build_judge(cfg: DictConfig) -> Any | None:
+    """The configured judge (a Teacher), or None when `judge=none`."""
+    from hydra.utils import instantiate
+
+    if cfg.judge.get("backend") is None:
+        return None
+    return instantiate(cfg.judge.backend)

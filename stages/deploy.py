@@ -1,0 +1,33 @@
+"""DVC stage `deploy@<i>`: promote the candidate or keep the deployed model (the gate's decision).
+
+Usage: python stages/deploy.py BATCH_NAME
+Reads runs/<experiment>/<batch>/decision.json and the previous batch's deployed.json; writes
+runs/<experiment>/<batch>/deployed.json (run-local names, never registry ids).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(name: str) -> None:
+    from cift.config import load_params
+    from cift.deploy.pointers import deployed_after, pointer_path, previous_pointer
+    from cift.io.jsonl import write_json_atomic
+
+    cfg = load_params()
+    exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
+    previous = previous_pointer(cfg, name, "deployed")
+    decision = json.loads((runs / exp / name / "decision.json").read_text())
+    pointer = deployed_after(previous, decision, decision["candidate"]) | {
+        "batch": name,
+        "reasons": decision["reasons"],
+    }
+    write_json_atomic(pointer_path(runs, exp, name, "deployed"), pointer)
+    print(json.dumps(pointer))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

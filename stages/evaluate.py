@@ -1,0 +1,136 @@
+"""DVC stage `evaluate@<i>`: the candidate trained on batch i vs the deployed model.
+
+Usage: python stages/evaluate.py BATCH_NAME
+The gate reads validation splits only (this batch's and every earlier one, for forgetting) plus
+the pairwise judge on this batch's validation split; this batch's test split is reported, never
+gated on. Writes runs/<experiment>/<batch>/{evaluate.json, decision.json, predictions.jsonl,
+confusion.json}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(name: str) -> None:
+    from cift.config import load_params
+    from cift.deploy.pointers import previous_pointer, version_dir
+    from cift.evaluate.build import build_evaluator, build_judge, pointer_version, version_of
+    from cift.evaluate.gate import gate_decision
+    from cift.evaluate.judge import judge_pairs
+    from cift.evaluate.suite import summary
+    from cift.generate.batches import batches_through
+    from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
+    from cift.tracking import stage_run
+
+    started = time.perf_counter()
+    cfg = load_params()
+    exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
+    names = batches_through(cfg, name)
+    splits = {f"val/{b}": read_jsonl_trusted(data / "batches" / b / "val.jsonl") for b in names}
+    splits[f"test/{name}"] = read_jsonl_trusted(data / "batches" / name / "test.jsonl")
+    records = [r for b in names for r in read_jsonl_trusted(data / "batches" / b / "records.jsonl")]
+    ev = build_evaluator(cfg, records)
+
+    from hydra.utils import instantiate
+
+    spec = instantiate(cfg.model)
+    prev = previous_pointer(cfg, name, "deployed")
+    versions = {
+        "candidate": version_of(f"{exp}/{name}", version_dir(runs, exp, name), spec),
+        "deployed": pointer_version(prev, spec),
+    }
+    results, gen_stats = {}, {}
+    for role, version in versions.items():
+        results[role], gen_stats[role] = ev.evaluate_version(version, splits)
+
+    judge, judge_result = build_judge(cfg), None
+    if judge is not None:
+        val = splits[f"val/{name}"]
+        answers = {
+            role: {r["id"]: r["answer"] for r in results[role][f"val/{name}"]["rows"]}
+            for role in versions
+        }
+        items = [
+            {
+                "id": s["id"],
+                "question": f"{s['instruction']}\n\n{s.get('input', '')}".strip(),
+                "candidate": answers["candidate"][s["id"]],
+                "baseline": answers["deployed"][s["id"]],
+                "reference": s.get("output"),
+            }
+            for s in val
+        ]
+        judge_result = judge_pairs(
+            judge,
+            items,
+            prompt=cfg.judge.prompt,
+            max_new_tokens=int(cfg.judge.max_new_tokens),
+            seed=cfg.seed,
+            min_consistency=float(cfg.gate.judge_min_consistency),
+            n_boot=int(cfg.gate.bootstrap),
+        )
+
+    def gate_view(role: str) -> dict:
+        val = {b: results[role][f"val/{b}"] for b in names}
+        return {
+            "val_accuracy": {b: m["accuracy"] for b, m in val.items()},
+            "safety_violations": sum(m["safety_violations"] for m in val.values()),
+        }
+
+    decision = gate_decision(
+        gate_view("candidate"),
+        gate_view("deployed"),
+        batch=name,
+        max_forgetting=float(cfg.gate.max_forgetting),
+        judge=judge_result,
+        min_consistency=float(cfg.gate.judge_min_consistency),
+    )
+    decision |= {role: v.pointer() for role, v in versions.items()}
+    out = runs / exp / name
+    rows = [
+        {"version": versions[role].name, "role": role, "split": split, **row}
+        for role in versions
+        for split, m in results[role].items()
+        for row in m["rows"]
+    ]
+    write_jsonl_atomic(out / "predictions.jsonl", rows)
+    write_json_atomic(
+        out / "confusion.json",
+        {role: {s: m["confusion"] for s, m in results[role].items()} for role in versions},
+    )
+    judge_summary = {k: v for k, v in judge_result.items() if k != "rows"} if judge_result else None
+    write_json_atomic(out / "decision.json", {**decision, "judge": judge_summary})
+    metrics = {
+        "batch": name,
+        "promote": decision["promote"],
+        **{role: {split: summary(m) for split, m in results[role].items()} for role in versions},
+        "judge": judge_summary
+        and {
+            k: judge_summary[k] for k in ("win_rate", "win_rate_ci", "consistency", "inconclusive")
+        },
+        "generation": gen_stats,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "evaluate.json", metrics)
+    with stage_run(cfg, "evaluate", name=f"{exp}/evaluate/{name}") as run:
+        run.log(
+            {
+                f"{role}/{split}/{k}": v
+                for role in versions
+                for split, m in results[role].items()
+                for k, v in summary(m).items()
+                if isinstance(v, int | float)
+            }
+            | {"promote": int(decision["promote"])}
+        )
+    print(
+        json.dumps({"batch": name, "promote": decision["promote"], "reasons": decision["reasons"]})
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
