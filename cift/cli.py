@@ -88,6 +88,56 @@ def cmd_score_ifd(args: argparse.Namespace) -> int:
     return score_ifd_command(args.in_path, args.out_path, args.overrides)
 
 
+def cmd_eval_file(args: argparse.Namespace) -> int:
+    from cift.config import compose_config
+    from cift.deploy.resolve import UnknownModel
+    from cift.evaluate.eval_file import eval_file
+
+    cfg = compose_config(args.overrides)
+    try:
+        result = eval_file(
+            cfg, args.path, args.text_field, args.label_field, model=args.model, limit=args.limit
+        )
+    except UnknownModel as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for message in result.pop("rejects"):
+        print(message, file=sys.stderr)
+    rows = result.pop("rows")
+    if args.predictions:
+        from cift.io.jsonl import write_jsonl_atomic
+
+        write_jsonl_atomic(args.predictions, rows)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_export_merged(args: argparse.Namespace) -> int:
+    from cift.config import compose_config
+    from cift.deploy.export import export_merged
+    from cift.deploy.resolve import UnknownModel
+
+    try:
+        result = export_merged(compose_config(args.overrides), args.version, args.dir, args.dtype)
+    except (UnknownModel, FileExistsError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def add_set_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help=help or "Hydra override (repeatable), e.g. -S profile=tiny",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,14 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", required=True, help="name of the new batch")
     p.add_argument("--format", default="alpaca", choices=["alpaca", "sharegpt", "auto"])
     p.add_argument("--strict", action="store_true", help="fail, writing nothing, on any reject")
-    p.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="OVERRIDE",
-        help="Hydra override to re-compose params.yaml with (repeatable), as for dvc exp run",
+    add_set_option(
+        p, "Hydra override to re-compose params.yaml with (repeatable), as for dvc exp run"
     )
     p.set_defaults(func=cmd_data_import)
 
@@ -136,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="out_path", required=True, help="scores JSONL, input order")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. filter.ifd.template=raw")
     p.set_defaults(func=cmd_score_ifd)
+
+    p = sub.add_parser("eval-file", help="diagnosis accuracy of a model on labelled free text")
+    p.add_argument("path", help="JSONL, one case per line")
+    p.add_argument("--text-field", required=True, help="field holding the case text")
+    p.add_argument("--label-field", required=True, help="field holding the gold diagnosis")
+    p.add_argument("--model", default="production", help="production | base | EXP/BATCH | DIR")
+    p.add_argument("--limit", type=int, default=None, help="score the first N usable cases")
+    p.add_argument("--predictions", help="also write per-case predictions to this JSONL")
+    add_set_option(p)
+    p.set_defaults(func=cmd_eval_file)
+
+    export = sub.add_parser("export", help="export a version").add_subparsers(
+        dest="export_command", required=True
+    )
+    p = export.add_parser("merged", help="adapter merged into the base, as a transformers folder")
+    p.add_argument("version", help="production | base | EXP/BATCH | adapter DIR")
+    p.add_argument("dir", help="output folder (must not exist or be empty)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_set_option(p)
+    p.set_defaults(func=cmd_export_merged)
 
     p = sub.add_parser("bench", help="engine vs reference, same run; last line is JSON")
     p.add_argument("name", choices=sorted(BENCHES))

@@ -177,3 +177,8 @@ def render_record(record: dict, style: str, rng: random.Random, *, kb: Any = Non
     if style == "lay":
         return _lay_text(record, kb_lay, rng)
     return _dialogue(record, kb_lay, rng)
+
+
+# The instruction a free-text case is wrapped in (`cift eval-file`, serving): one of the
+# training instructions, fixed so the same case always gets the same prompt.
+CASE_INSTRUCTION = _INSTRUCTIONS["common"][0]

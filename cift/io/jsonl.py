@@ -105,6 +105,43 @@ def read_samples(
     """
     if fmt not in READ_FORMATS:
         raise ValueError(f"unknown sample format {fmt!r}; expected one of {READ_FORMATS}")
+    return _read_lines(path, lambda text: _parse_sample(text, fmt), strict, max_sample_bytes)
+
+
+def read_cases(
+    path: str | Path,
+    text_field: str,
+    label_field: str,
+    *,
+    strict: bool = False,
+    max_sample_bytes: int = DEFAULT_MAX_SAMPLE_BYTES,
+) -> ReadResult:
+    """Read a JSONL file of free-text cases with a label (`cift eval-file`), under the same line
+    rules as samples. Accepted rows: {"id", "text", "label", "meta"}; the id is the line's `id`
+    or derived from text + label (a repeated id is rejected)."""
+
+    def parse(text: str) -> dict[str, Any]:
+        obj = _load_object(text)
+        for key in (text_field, label_field):
+            value = obj.get(key)
+            if value is None:
+                raise _Bad(key, f"missing_field:{key}", "required field is missing")
+            if not isinstance(value, str):
+                raise _Bad(key, f"wrong_type:{key}", f"must be a string, got {json_type(value)}")
+            if not value.strip():
+                raise _Bad(key, f"empty_field:{key}", "empty or whitespace-only")
+        _check_text(obj, {})
+        given = obj.get("id")
+        case_id = given if isinstance(given, str) and given.strip() else None
+        case_id = case_id or sample_id("", obj[text_field], obj[label_field])
+        meta = {k: v for k, v in obj.items() if k not in (text_field, label_field, "id")}
+        return {"id": case_id, "text": obj[text_field], "label": obj[label_field], "meta": meta}
+
+    return _read_lines(path, parse, strict, max_sample_bytes)
+
+
+def _read_lines(path: str | Path, parse: Any, strict: bool, max_sample_bytes: int) -> ReadResult:
+    """The line loop every reader shares: blank lines, size limit, parse, first id wins."""
     name = str(path)
     result = ReadResult(file=name, lines=0)
     first_line_of: dict[str, int] = {}
@@ -117,7 +154,7 @@ def read_samples(
         try:
             if len(raw) > max_sample_bytes:
                 raise _Bad(None, "too_large", f"{len(raw)} bytes > max_sample_bytes")
-            sample = _parse_sample(text, fmt)
+            sample = parse(text)
             first = first_line_of.get(sample["id"])
             if first is not None:
                 raise _Bad(
@@ -146,12 +183,7 @@ def _split_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 def _parse_sample(text: str, fmt: str) -> dict[str, Any]:
     """JSON text of one line -> normalised sample, or _Bad naming the first defect."""
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _Bad(None, "invalid_json", f"invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise _Bad(None, "not_an_object", f"expected a JSON object, got {json_type(obj)}")
+    obj = _load_object(text)
     names = {key: key for key in (*_ALPACA_FIELDS, "meta")}
     if fmt == "sharegpt" or (fmt == "auto" and is_sharegpt(obj)):
         try:
@@ -160,6 +192,27 @@ def _parse_sample(text: str, fmt: str) -> dict[str, Any]:
             raise _Bad(exc.field, exc.reason, exc.detail) from None
         names.update(source_names)
     return _normalise(obj, names)
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _Bad(None, "invalid_json", f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _Bad(None, "not_an_object", f"expected a JSON object, got {json_type(obj)}")
+    return obj
+
+
+def _check_text(value: Any, names: dict[str, str]) -> None:
+    """Reject undecodable bytes and C0 control characters anywhere, naming the field."""
+    for check in (_SURROGATE, _CONTROL):
+        for where, text in _strings(value):
+            if check.search(text):
+                where = _printable(names.get(where, where))
+                if check is _SURROGATE:
+                    raise _Bad(where, f"not_utf8:{where}", "contains bytes that are not UTF-8")
+                raise _Bad(where, f"control_chars:{where}", "contains C0 control characters")
 
 
 def _normalise(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -185,13 +238,7 @@ def _normalise(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     if extra:  # unknown top-level keys are kept in meta.extra, not dropped
         kept = sample["meta"].get("extra")
         sample["meta"]["extra"] = {**kept, **extra} if isinstance(kept, dict) else extra
-    for check in (_SURROGATE, _CONTROL):
-        for where, text in _strings(sample):
-            if check.search(text):
-                where = _printable(names.get(where, where))
-                if check is _SURROGATE:
-                    raise _Bad(where, f"not_utf8:{where}", "contains bytes that are not UTF-8")
-                raise _Bad(where, f"control_chars:{where}", "contains C0 control characters")
+    _check_text(sample, names)
     if not sample["output"].strip():
         raise _Bad(names["output"], f"empty_field:{names['output']}", "empty or whitespace-only")
     if sample["id"] is not None and not sample["id"].strip():
