@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_option(p)
     p.set_defaults(func=cmd_export_merged)
 
+    from cift.registry.cli import add_parser as add_registry_parser
+
+    add_registry_parser(sub)
+
     p = sub.add_parser("bench", help="engine vs reference, same run; last line is JSON")
     p.add_argument("name", choices=sorted(BENCHES))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
