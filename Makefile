@@ -32,9 +32,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -c "from cift.models.paths import embedded_gguf; embedded_gguf()"
 	touch $@
 
+EXPERIMENT = $$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['experiment_name'])")
+
 repro: setup
 	cift compose --check
 	dvc repro
+	cift registry publish runs/$(EXPERIMENT)
 
 repro-tiny: setup
 	cift compose profile=tiny

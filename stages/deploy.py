@@ -2,12 +2,15 @@
 
 Usage: python stages/deploy.py BATCH_NAME
 Reads runs/<experiment>/<batch>/decision.json and the previous batch's deployed.json; writes
-runs/<experiment>/<batch>/deployed.json (run-local names, never registry ids).
+runs/<experiment>/<batch>/deployed.json (run-local names, never registry ids). With
+`deploy.publish=true` and outside `dvc exp` runs (DVC_EXP_NAME unset) it also publishes the run
+to the user's registry, so an ablation or a queued experiment never moves `production`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +30,12 @@ def main(name: str) -> None:
     }
     write_json_atomic(pointer_path(runs, exp, name, "deployed"), pointer)
     print(json.dumps(pointer))
+    if cfg.deploy.publish and not os.environ.get("DVC_EXP_NAME"):
+        from cift.registry import Registry
+
+        registry = Registry(cfg.deploy.registry_dir)
+        summary = registry.publish(runs / exp, command=f"dvc repro deploy ({name})")
+        print(json.dumps({"published": str(registry.root), **summary}, default=str))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Usage: python stages/evaluate.py BATCH_NAME
 The gate reads validation splits only (this batch's and every earlier one, for forgetting) plus
 the pairwise judge on this batch's validation split; this batch's test split is reported, never
-gated on. Writes runs/<experiment>/<batch>/{evaluate.json, decision.json, predictions.jsonl,
+gated on (the judge also compares the two there, for the report). Writes
+runs/<experiment>/<batch>/{evaluate.json, decision.json, predictions.jsonl, judgments.jsonl,
 confusion.json}.
 """
 
@@ -20,7 +21,7 @@ def main(name: str) -> None:
     from cift.deploy.pointers import previous_pointer, version_dir
     from cift.evaluate.build import build_evaluator, build_judge, pointer_version, version_of
     from cift.evaluate.gate import gate_decision
-    from cift.evaluate.judge import judge_pairs
+    from cift.evaluate.judge import judge_pairs, pair_items
     from cift.evaluate.suite import summary
     from cift.generate.batches import batches_through
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
@@ -47,26 +48,14 @@ def main(name: str) -> None:
     for role, version in versions.items():
         results[role], gen_stats[role] = ev.evaluate_version(version, splits)
 
-    judge, judge_result = build_judge(cfg), None
-    if judge is not None:
-        val = splits[f"val/{name}"]
+    judge, judged = build_judge(cfg), {}
+    for split in (f"val/{name}", f"test/{name}") if judge is not None else ():
         answers = {
-            role: {r["id"]: r["answer"] for r in results[role][f"val/{name}"]["rows"]}
-            for role in versions
+            role: {r["id"]: r["answer"] for r in results[role][split]["rows"]} for role in versions
         }
-        items = [
-            {
-                "id": s["id"],
-                "question": f"{s['instruction']}\n\n{s.get('input', '')}".strip(),
-                "candidate": answers["candidate"][s["id"]],
-                "baseline": answers["deployed"][s["id"]],
-                "reference": s.get("output"),
-            }
-            for s in val
-        ]
-        judge_result = judge_pairs(
+        judged[split] = judge_pairs(
             judge,
-            items,
+            pair_items(splits[split], answers["candidate"], answers["deployed"]),
             prompt=cfg.judge.prompt,
             max_new_tokens=int(cfg.judge.max_new_tokens),
             seed=cfg.seed,
@@ -86,7 +75,7 @@ def main(name: str) -> None:
         gate_view("deployed"),
         batch=name,
         max_forgetting=float(cfg.gate.max_forgetting),
-        judge=judge_result,
+        judge=judged.get(f"val/{name}"),
         min_consistency=float(cfg.gate.judge_min_consistency),
     )
     decision |= {role: v.pointer() for role, v in versions.items()}
@@ -102,16 +91,26 @@ def main(name: str) -> None:
         out / "confusion.json",
         {role: {s: m["confusion"] for s, m in results[role].items()} for role in versions},
     )
-    judge_summary = {k: v for k, v in judge_result.items() if k != "rows"} if judge_result else None
-    write_json_atomic(out / "decision.json", {**decision, "judge": judge_summary})
+    judge_keys = (
+        "win_rate",
+        "win_rate_ci",
+        "wins",
+        "losses",
+        "ties",
+        "consistency",
+        "inconclusive",
+    )
+    judge_summary = {split: {k: j[k] for k in judge_keys} for split, j in judged.items()}
+    write_jsonl_atomic(
+        out / "judgments.jsonl",
+        [{"split": split, **row} for split, j in judged.items() for row in j["rows"]],
+    )
+    write_json_atomic(out / "decision.json", decision)
     metrics = {
         "batch": name,
         "promote": decision["promote"],
         **{role: {split: summary(m) for split, m in results[role].items()} for role in versions},
-        "judge": judge_summary
-        and {
-            k: judge_summary[k] for k in ("win_rate", "win_rate_ci", "consistency", "inconclusive")
-        },
+        "judge": judge_summary or None,  # candidate vs deployed, per split
         "generation": gen_stats,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -210,3 +210,24 @@ def judge_pairs(
         "judge": getattr(judge, "name", type(judge).__name__),
         "rows": rows,
     }
+
+
+def pair_items(
+    samples: Sequence[Mapping[str, Any]],
+    candidate: Mapping[str, str],
+    baseline: Mapping[str, str],
+) -> list[dict]:
+    """judge_pairs() items for one split: the user turn as question, the sample's reference
+    answer (when it has one) for reference-guided judging."""
+    from cift.generate.prompts import user_message
+
+    return [
+        {
+            "id": s["id"],
+            "question": user_message(s["instruction"], s.get("input", "")),
+            "candidate": candidate[s["id"]],
+            "baseline": baseline[s["id"]],
+            "reference": s.get("output") or None,
+        }
+        for s in samples
+    ]
