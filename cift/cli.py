@@ -72,6 +72,7 @@ BENCHES = {
     "ifd": "cift.scoring.bench_ifd",
     "diversity": "cift.scoring.bench_diversity",
     "train": "cift.train.bench",
+    "serve": "cift.serve.bench",
 }
 
 
@@ -204,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cift.registry.cli import add_parser as add_registry_parser
 
     add_registry_parser(sub)
+
+    from cift.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
 
     p = sub.add_parser("bench", help="engine vs reference, same run; last line is JSON")
     p.add_argument("name", choices=sorted(BENCHES))

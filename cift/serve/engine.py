@@ -1,0 +1,812 @@
+"""The local serving engine: a pool of loaded versions, hot swap, and batched generation.
+
+* A version is the frozen base with one registry adapter merged in (`MergedLoader`: the base is
+  loaded once and kept pristine; each version is a copy of it with its adapter merged, so a
+  version generates at the base's speed).
+* Hot swap: `reload()` resolves the served alias; when it names another version, that version is
+  loaded *beside* the current one, then one assignment under the lock routes every new request to
+  it. Each request holds a reference on the version it was admitted to, so requests already
+  accepted finish on the old version; the old version's model is dropped when its last request
+  is done. A failed load leaves the current version serving and is reported on `/health`. A
+  watcher thread calls `reload()` whenever the registry's state file changes (inode, mtime or
+  size), polling every `watch_interval_s`.
+* Batching: one worker thread takes the first waiting request, collects more for up to
+  `batch_wait_ms` (up to `max_batch_size`), and generates them together, left-padded, in one
+  `model.generate` call per (version, sampling parameters) group; each row stops at its own
+  `max_tokens` or `stop` string. Admission is bounded: more than `queue_size` waiting requests
+  raise `QueueFull` (HTTP 503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import gc
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("cift.serve")
+
+RETRY_AFTER_S = 1
+ROLES = ("system", "user", "assistant")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors (each maps to an HTTP status with an OpenAI-style error body)
+
+
+class ServeError(Exception):
+    status = 500
+    kind = "server_error"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ServeError):
+    status = 400
+    kind = "invalid_request_error"
+
+
+class QueueFull(ServeError):
+    status = 503
+    kind = "overloaded"
+
+    def __init__(self, message: str = "request queue is full; retry later") -> None:
+        super().__init__(message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class NotReady(ServeError):
+    status = 503
+    kind = "unavailable"
+
+    def __init__(self, message: str = "no model version is loaded") -> None:
+        super().__init__(message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+# ---------------------------------------------------------------------------------------------
+# requests and results
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def group_key(self) -> tuple:
+        """Requests that can share one `generate` call (max_tokens and stop are per row)."""
+        return ("greedy",) if self.greedy else ("sample", self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class GenRequest:
+    """A chat (`messages`) or a raw completion (`prompt`) to generate for."""
+
+    sampling: Sampling
+    messages: list[dict] | None = None
+    prompt: str | None = None
+
+
+@dataclass
+class GenResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # stop | length
+    version: str
+
+
+@dataclass
+class Version:
+    """One loaded version in the pool. `refs` = 1 while it is the current version + 1 per request
+    admitted to it and not yet finished; at 0 (retired and drained) its model is dropped."""
+
+    version: str
+    model: Any
+    tokenizer: Any
+    info: Any = None
+    refs: int = 0
+    retired: bool = False
+    loaded_at: float = field(default_factory=time.time)
+    served: int = 0
+
+
+@dataclass
+class _Job:
+    request: GenRequest
+    handle: Version | None
+    future: concurrent.futures.Future
+    accepted: float
+
+
+# ---------------------------------------------------------------------------------------------
+# loading versions
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class MergedLoader:
+    """`loader(version_info) -> (model, tokenizer)`: the base (loaded once, kept pristine and
+    shared by `v0000`) or a deep copy of it with the version's adapter merged in. The adapter's
+    recorded base hash must match the loaded base, and only safetensors weights are read."""
+
+    def __init__(self, spec: Any, device: str = "auto", dtype: str | None = None) -> None:
+        self.spec, self.device, self.dtype = spec, resolve_device(device), dtype
+        self._base: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def base(self) -> Any:
+        with self._lock:
+            if self._base is None:
+                self._base = self.spec.load(self.device, dtype=self.dtype)
+                self._base.model.requires_grad_(False)
+            return self._base
+
+    def __call__(self, info: Any) -> tuple[Any, Any]:
+        from cift.train.adapters import check_base_hash, load_adapter
+
+        base = self.base
+        if info.adapter_path is None:
+            return base.model, base.tokenizer
+        check_base_hash(info.adapter_path, base.base_hash)
+        model = copy.deepcopy(base.model)
+        if merge_lora_into(model, info.adapter_path):
+            return model.eval(), base.tokenizer
+        peft = load_adapter(model, info.adapter_path, base.base_hash)  # DoRA, patterns, …
+        return peft.merge_and_unload().eval(), base.tokenizer
+
+
+_LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+
+
+def merge_lora_into(model: Any, adapter_dir: Any) -> bool:
+    """Merge a plain LoRA adapter (W += scale · B·A on Linear layers, in fp32) into `model` in
+    place, far faster than wrapping it with PEFT first. False, with `model` untouched, for any
+    adapter this does not cover (DoRA, rank/alpha patterns, biases, saved modules, …): the caller
+    then merges through PEFT."""
+    import json
+    import math
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    if (
+        cfg.get("peft_type", "LORA") != "LORA"
+        or cfg.get("use_dora")
+        or cfg.get("rank_pattern")
+        or cfg.get("alpha_pattern")
+        or cfg.get("modules_to_save")
+        or cfg.get("fan_in_fan_out")
+        or cfg.get("lora_bias")
+        or cfg.get("bias", "none") != "none"
+    ):
+        return False
+    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+    scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, tensor in load_file(str(Path(adapter_dir) / "adapter_model.safetensors")).items():
+        match = _LORA_KEY.fullmatch(key)
+        if match is None:
+            return False
+        pairs.setdefault(match[1], {})[match[2]] = tensor
+    modules = dict(model.named_modules())
+    plan = []
+    for name, ab in pairs.items():
+        layer = modules.get(name)
+        if set(ab) != {"A", "B"} or not isinstance(layer, torch.nn.Linear):
+            return False
+        a, b = ab["A"], ab["B"]
+        if a.shape[0] != r or b.shape[1] != r or layer.weight.shape != (b.shape[0], a.shape[1]):
+            return False
+        plan.append((layer, a, b))
+    with torch.no_grad():
+        for layer, a, b in plan:
+            delta = (b.float() @ a.float()) * scale
+            layer.weight += delta.to(layer.weight.device, layer.weight.dtype)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# the OpenAI request/response mapping
+
+
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """The served model's training prompt: the configured system message unless the client sent
+    its own (never a tokenizer's default)."""
+    if system_prompt and not any(m.get("role") == "system" for m in messages):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def _text_content(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise BadRequest("only text content parts are supported")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise BadRequest("message content must be a string or a list of text parts")
+
+
+def check_messages(messages: Any) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: a non-empty list is required")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise BadRequest(f"messages: each needs a role in {ROLES}")
+        out.append({"role": m["role"], "content": _text_content(m.get("content"))})
+    return out
+
+
+def parse_sampling(body: dict, default_max_tokens: int, max_tokens_limit: int) -> Sampling:
+    def number(key: str, default: float, lo: float, hi: float) -> float:
+        value = body.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise BadRequest(f"{key}: expected a number in [{lo}, {hi}]")
+        return float(value)
+
+    if body.get("stream"):
+        raise BadRequest("stream=true is not supported by this server")
+    if body.get("n", 1) != 1:
+        raise BadRequest("n: only 1 is supported")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest("max_tokens: expected a positive integer")
+    if max_tokens > max_tokens_limit:
+        raise BadRequest(f"max_tokens: at most {max_tokens_limit} on this server")
+    stop = body.get("stop") or ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop):
+        raise BadRequest("stop: expected a string or a list of non-empty strings")
+    if len(stop) > 4:
+        raise BadRequest("stop: at most 4 sequences")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise BadRequest("seed: expected an integer")
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=number("temperature", 1.0, 0.0, 2.0),
+        top_p=number("top_p", 1.0, 1e-6, 1.0),
+        stop=tuple(stop),
+        seed=seed,
+    )
+
+
+def chat_request(body: dict, system_prompt: str | None, max_tokens_limit: int) -> GenRequest:
+    messages = with_system_prompt(check_messages(body.get("messages")), system_prompt)
+    sampling = parse_sampling(body, min(max_tokens_limit, 512), max_tokens_limit)
+    return GenRequest(sampling, messages=messages)
+
+
+def completion_request(body: dict, max_tokens_limit: int) -> GenRequest:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise BadRequest("prompt: a non-empty string is required (one prompt per request)")
+    return GenRequest(parse_sampling(body, 16, max_tokens_limit), prompt=prompt)
+
+
+def _usage(r: GenResult) -> dict:
+    return {
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+    }
+
+
+def chat_response(r: GenResult) -> dict:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": r.version,
+        "system_fingerprint": r.version,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": r.text},
+                "finish_reason": r.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(r),
+    }
+
+
+def completion_response(r: GenResult) -> dict:
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": r.version,
+        "system_fingerprint": r.version,
+        "choices": [
+            {"index": 0, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+        ],
+        "usage": _usage(r),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+def stop_token_ids(tok: Any) -> list[int]:
+    """End-of-turn and end-of-text ids (chat models end a turn with a token other than EOS)."""
+    ids = {tok.eos_token_id}
+    for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tok.convert_tokens_to_ids(special)
+        if isinstance(tid, int) and tid != tok.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
+class _RowStop:
+    """Per-row stopping: a row is done at its own max_tokens or once it contains one of its own
+    stop strings (only the last few tokens are decoded each step)."""
+
+    def __init__(self, tok: Any, prompt_len: int, limits: list[int], stops: list[tuple[str, ...]]):
+        self.tok, self.prompt_len, self.limits, self.stops = tok, prompt_len, limits, stops
+        self.tail = max((len(s) for row in stops for s in row), default=0) + 2
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        n = input_ids.shape[1] - self.prompt_len
+        done = [n >= limit for limit in self.limits]
+        if any(self.stops):
+            tails = self.tok.batch_decode(input_ids[:, -min(self.tail, n) :])
+            rows = zip(done, tails, self.stops, strict=True)
+            done = [d or any(s in t for s in row) for d, t, row in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def prompt_ids(tok: Any, request: GenRequest) -> list[int]:
+    if request.messages is not None:
+        try:
+            text = tok.apply_chat_template(
+                request.messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # a template that refuses the conversation (role order…)
+            raise BadRequest(f"messages: the chat template refused them ({exc})") from exc
+        return tok(text, add_special_tokens=False)["input_ids"]
+    return tok(request.prompt)["input_ids"]
+
+
+def generate_batch(model: Any, tok: Any, jobs: list[tuple[list[int], GenRequest]]) -> list:
+    """One `model.generate` over requests with the same sampling key (left-padded, each row with
+    its own max_tokens and stop strings); [(text, completion_tokens, finish_reason)] in order."""
+    import torch
+
+    sampling = jobs[0][1].sampling
+    limits = [r.sampling.max_tokens for _, r in jobs]
+    stops = [r.sampling.stop for _, r in jobs]
+    enc = tok.pad({"input_ids": [ids for ids, _ in jobs]}, return_tensors="pt")
+    device = next(model.parameters()).device
+    enc = {k: v.to(device) for k, v in enc.items()}
+    prompt_len = enc["input_ids"].shape[1]
+    terminators = stop_token_ids(tok)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    greedy = sampling.greedy
+    with torch.inference_mode():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max(limits),
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,
+            eos_token_id=terminators,
+            pad_token_id=tok.pad_token_id,
+            stopping_criteria=[_RowStop(tok, prompt_len, limits, stops)],
+        )
+    ends = set(terminators) | {tok.pad_token_id}  # finished rows are filled with padding
+    results = []
+    for row, limit in enumerate(limits):
+        new = out[row, prompt_len:].tolist()[:limit]
+        end = next((k for k, t in enumerate(new) if t in ends), None)
+        n = len(new) if end is None else end
+        text, stopped = _cut_at_stop(tok.decode(new[:n], skip_special_tokens=True), stops[row])
+        finish = "stop" if stopped or end is not None else "length"
+        results.append((text, n + (end is not None and not stopped), finish))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+
+def state_fingerprint(path: Any) -> tuple | None:
+    """Changes on every registry write (each write replaces the file: a new inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class LocalEngine:
+    """Serves the registry alias `alias` from local models (see the module docstring)."""
+
+    backend = "local"
+
+    def __init__(
+        self,
+        registry: Any,
+        loader: Callable[[Any], tuple[Any, Any]],
+        *,
+        alias: str = "production",
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 10.0,
+        queue_size: int = 64,
+        watch_interval_s: float = 0.5,
+        max_tokens_limit: int = 1024,
+        system_prompt: str | None = None,
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1:
+            raise ValueError("max_batch_size and queue_size must be ≥ 1")
+        self.registry, self.loader, self.alias = registry, loader, alias
+        self.max_batch_size, self.batch_wait_s = max_batch_size, batch_wait_ms / 1000
+        self.queue_size, self.watch_interval_s = queue_size, watch_interval_s
+        self.max_tokens_limit, self.system_prompt = max_tokens_limit, system_prompt
+        self._lock = threading.Lock()  # current, pool, refs, waiting
+        self._sync_lock = threading.Lock()  # one reload at a time
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting = 0
+        self._current: Version | None = None
+        self._pool: dict[str, Version] = {}
+        self._fingerprint: tuple | None = None
+        self._failed: tuple | None = None  # (fingerprint, version) of the last failed load
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.last_error: str | None = None
+        self.swaps = 0
+        self.batches = 0
+        self.started_at = time.time()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> LocalEngine:
+        """Load the alias's version (raises when that fails), start the worker and watcher."""
+        if self._threads:
+            return self
+        result = self.reload()
+        if self._current is None:
+            raise RuntimeError(f"cannot serve {self.alias!r}: {result.get('error')}")
+        self._stop.clear()
+        threads = [threading.Thread(target=self._work, name="cift-serve-worker", daemon=True)]
+        if self.watch_interval_s > 0:
+            threads.append(
+                threading.Thread(target=self._watch, name="cift-serve-watcher", daemon=True)
+            )
+        for t in threads:
+            t.start()
+        self._threads = threads
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads = []
+        while True:  # fail whatever was still queued
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._finish(job, error=NotReady("server is shutting down"))
+
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- versions -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str | None:
+        current = self._current
+        return current.version if current else None
+
+    def pool(self) -> dict[str, dict]:
+        """Loaded versions: {version: {"in_flight", "retired"}} (a retired one is draining)."""
+        with self._lock:
+            return {
+                v.version: {"in_flight": v.refs - (0 if v.retired else 1), "retired": v.retired}
+                for v in self._pool.values()
+            }
+
+    def reload(self, force: bool = True) -> dict:
+        """Bring the served version in line with the alias. `force=False` (the watcher) does not
+        retry a load that failed for the same registry state."""
+        with self._sync_lock:
+            fingerprint = state_fingerprint(self.registry.state_path)
+            current = self._current
+            try:
+                info = self.registry.resolve(self.alias)
+            except Exception as exc:
+                return self._failed_load(fingerprint, None, f"resolve {self.alias!r}: {exc}")
+            if current is not None and info.version == current.version:
+                self._fingerprint, self._failed, self.last_error = fingerprint, None, None
+                return {"version": current.version, "changed": False, "error": None}
+            if not force and self._failed == (fingerprint, info.version):
+                return {"version": self.version, "changed": False, "error": self.last_error}
+            t0 = time.perf_counter()
+            with self._lock:
+                handle = self._pool.get(info.version)  # still draining: take it back at once
+                old = self._switch(handle, fingerprint) if handle is not None else None
+            if handle is None:
+                try:
+                    model, tokenizer = self.loader(info)
+                    tokenizer.padding_side = "left"
+                except Exception as exc:
+                    return self._failed_load(
+                        fingerprint, info.version, f"{type(exc).__name__}: {exc}"
+                    )
+                handle = Version(info.version, model, tokenizer, info)
+                del model
+                with self._lock:
+                    old = self._switch(handle, fingerprint)
+            seconds = time.perf_counter() - t0
+            previous = old.version if old else None
+            log.info("serving %s (was %s; ready in %.2f s)", handle.version, previous, seconds)
+            if old is not None:
+                self._retire(old)
+            return {
+                "version": handle.version,
+                "previous": previous,
+                "changed": True,
+                "error": None,
+                "load_s": round(seconds, 3),
+            }
+
+    def _switch(self, handle: Version, fingerprint: tuple | None) -> Version | None:
+        """Make `handle` current (the lock is held): the one step that routes new requests."""
+        old = self._current
+        handle.retired = False
+        handle.refs += 1  # the "current" reference
+        self._pool[handle.version] = handle
+        self._current = handle
+        self.swaps += old is not None
+        self._fingerprint, self._failed, self.last_error = fingerprint, None, None
+        return old
+
+    def _failed_load(self, fingerprint: tuple | None, version: str | None, error: str) -> dict:
+        message = f"loading {version}: {error}" if version else error
+        log.error("%s; still serving %s", message, self.version)
+        self.last_error = message
+        self._fingerprint, self._failed = fingerprint, (fingerprint, version)
+        return {"version": self.version, "changed": False, "error": message}
+
+    def _retire(self, handle: Version) -> None:
+        with self._lock:
+            handle.retired = True
+        self._release(handle)
+
+    def _release(self, handle: Version) -> None:
+        with self._lock:
+            handle.refs -= 1
+            drained = handle.refs <= 0 and handle.retired
+            if drained and self._pool.get(handle.version) is handle:
+                del self._pool[handle.version]
+            if drained:
+                handle.model = handle.tokenizer = None
+        if drained:
+            log.info("freed %s", handle.version)
+            gc.collect()  # PEFT leaves reference cycles: free the weights now, not later
+            _empty_device_cache()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_interval_s):
+            if state_fingerprint(self.registry.state_path) != self._fingerprint:
+                try:
+                    self.reload(force=False)
+                except Exception:  # never let the watcher die
+                    log.exception("reload failed")
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def submit(self, request: GenRequest) -> concurrent.futures.Future:
+        """Admit a request to the current version (QueueFull beyond `queue_size` waiting)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            handle = self._current
+            if handle is None or self._stop.is_set():
+                raise NotReady()
+            if self._waiting >= self.queue_size:
+                raise QueueFull(f"{self._waiting} requests waiting (serve.queue_size); retry later")
+            handle.refs += 1
+            self._waiting += 1
+        self._queue.put(_Job(request, handle, future, time.monotonic()))
+        return future
+
+    async def generate(self, request: GenRequest) -> GenResult:
+        return await asyncio.wrap_future(self.submit(request))
+
+    async def chat_completions(self, body: dict) -> tuple[dict, str]:
+        result = await self.generate(chat_request(body, self.system_prompt, self.max_tokens_limit))
+        return chat_response(result), result.version
+
+    async def completions(self, body: dict) -> tuple[dict, str]:
+        result = await self.generate(completion_request(body, self.max_tokens_limit))
+        return completion_response(result), result.version
+
+    async def areload(self) -> dict:
+        return await asyncio.to_thread(self.reload, True)
+
+    def health(self) -> dict:
+        current, error = self._current, self.last_error
+        status = "unavailable" if current is None else ("degraded" if error else "ok")
+        return {
+            "status": status,
+            "version": current.version if current else None,
+            "alias": self.alias,
+            "last_error": error,
+            "backend": self.backend,
+            "loaded": self.pool(),
+            "queue": self._waiting,
+            "queue_size": self.queue_size,
+            "swaps": self.swaps,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def models(self) -> list[dict]:
+        current = self._current
+        if current is None:
+            return []
+        meta = (current.info.meta if current.info is not None else None) or {}
+        return [
+            {
+                "id": current.version,
+                "object": "model",
+                "created": int(current.loaded_at),
+                "owned_by": "cift",
+                "alias": self.alias,
+                "parent": meta.get("parent"),
+                "batch": meta.get("batch"),
+            }
+        ]
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch_size:
+                try:
+                    left = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(nxt)
+            with self._lock:
+                self._waiting -= len(batch)
+            live = []
+            for j in batch:
+                if j.future.set_running_or_notify_cancel():
+                    live.append(j)
+                else:  # the client went away before its turn
+                    self._finish(j)
+            try:
+                self._run(live)
+            except Exception as exc:  # never let the worker die with requests in its hands
+                log.exception("batch failed")
+                for j in live:
+                    if j.handle is not None:
+                        self._finish(j, error=exc)
+            del batch, live, job
+
+    def _run(self, jobs: list[_Job]) -> None:
+        groups: dict[tuple, list[tuple[list[int], _Job]]] = {}
+        for job in jobs:
+            handle = job.handle
+            try:
+                ids = prompt_ids(handle.tokenizer, job.request)
+                ids = self._fit(handle, ids, job.request)
+            except Exception as exc:
+                self._finish(job, error=exc)
+                continue
+            key = (id(handle), job.request.sampling.group_key())
+            groups.setdefault(key, []).append((ids, job))
+        for group in groups.values():
+            handle = group[0][1].handle
+            try:
+                outputs = generate_batch(
+                    handle.model, handle.tokenizer, [(ids, job.request) for ids, job in group]
+                )
+                self.batches += 1
+            except Exception as exc:
+                log.exception("generation failed on %s", handle.version)
+                for _, job in group:
+                    self._finish(job, error=exc)
+                continue
+            for (ids, job), (text, n, finish) in zip(group, outputs, strict=True):
+                self._finish(job, GenResult(text, len(ids), n, finish, handle.version))
+            del handle
+
+    def _fit(self, handle: Version, ids: list[int], request: GenRequest) -> list[int]:
+        limit = getattr(handle.model.config, "max_position_embeddings", None)
+        if limit and len(ids) + request.sampling.max_tokens > limit:
+            raise BadRequest(
+                f"prompt ({len(ids)} tokens) + max_tokens ({request.sampling.max_tokens}) "
+                f"exceed the model's context of {limit} tokens"
+            )
+        return ids
+
+    def _finish(self, job: _Job, result: GenResult | None = None, error: Exception | None = None):
+        handle, job.handle = job.handle, None
+        future = job.future
+        if not future.cancelled():
+            try:
+                if error is not None:
+                    future.set_exception(error)
+                elif result is not None:
+                    future.set_result(result)
+                    handle.served += 1
+            except concurrent.futures.InvalidStateError:
+                pass
+        if handle is not None:
+            self._release(handle)
+
+
+def _empty_device_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
