@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cift.serve.engine import BadRequest, ServeError
+from cift.serve.protocol import BadRequest, ServeError
 
 VERSION_HEADER = "X-Cift-Version"
 PROTECTED = ("/v1", "/admin")

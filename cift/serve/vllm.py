@@ -30,13 +30,13 @@ from typing import Any
 
 import httpx
 
-from cift.serve.engine import (
+from cift.serve.engine import state_fingerprint
+from cift.serve.protocol import (
     BadRequest,
     NotReady,
     QueueFull,
     ServeError,
     check_messages,
-    state_fingerprint,
     with_system_prompt,
 )
 
