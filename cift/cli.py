@@ -97,7 +97,13 @@ def cmd_eval_file(args: argparse.Namespace) -> int:
     cfg = compose_config(args.overrides)
     try:
         result = eval_file(
-            cfg, args.path, args.text_field, args.label_field, model=args.model, limit=args.limit
+            cfg,
+            args.path,
+            args.text_field,
+            args.label_field,
+            model=args.model,
+            limit=args.limit,
+            registry=args.registry,
         )
     except UnknownModel as exc:
         print(exc, file=sys.stderr)
@@ -119,7 +125,8 @@ def cmd_export_merged(args: argparse.Namespace) -> int:
     from cift.deploy.resolve import UnknownModel
 
     try:
-        result = export_merged(compose_config(args.overrides), args.version, args.dir, args.dtype)
+        cfg = compose_config(args.overrides)
+        result = export_merged(cfg, args.version, args.dir, args.dtype, registry=args.registry)
     except (UnknownModel, FileExistsError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -186,8 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="JSONL, one case per line")
     p.add_argument("--text-field", required=True, help="field holding the case text")
     p.add_argument("--label-field", required=True, help="field holding the gold diagnosis")
-    p.add_argument("--model", default="production", help="production | base | EXP/BATCH | DIR")
+    p.add_argument(
+        "--model", default="production", help="alias | vNNNN | base | EXP/BATCH | ADAPTER_DIR"
+    )
     p.add_argument("--limit", type=int, default=None, help="score the first N usable cases")
+    p.add_argument("--registry", help="registry folder (default: deploy.registry_dir)")
     p.add_argument("--predictions", help="also write per-case predictions to this JSONL")
     add_set_option(p)
     p.set_defaults(func=cmd_eval_file)
@@ -196,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="export_command", required=True
     )
     p = export.add_parser("merged", help="adapter merged into the base, as a transformers folder")
-    p.add_argument("version", help="production | base | EXP/BATCH | adapter DIR")
+    p.add_argument("version", help="alias | vNNNN | base | EXP/BATCH | ADAPTER_DIR")
+    p.add_argument("--registry", help="registry folder (default: deploy.registry_dir)")
     p.add_argument("dir", help="output folder (must not exist or be empty)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     add_set_option(p)

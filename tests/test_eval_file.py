@@ -63,6 +63,7 @@ def run_cfg(tmp_path):
     cfg = compose_config(["model=tiny_random", "evaluate.max_new_tokens=8", "judge=none"])
     cfg.paths.runs = str(tmp_path / "runs")
     cfg.evaluate.cache_dir = str(tmp_path / "cache")
+    cfg.deploy.registry_dir = str(tmp_path / "registry")  # none there: run-local names
     return cfg
 
 
@@ -93,6 +94,18 @@ def test_resolve_model_names(run_cfg, tmp_path):
             resolve_model(bad, run_cfg)
 
 
+def test_registry_names_win_when_a_registry_exists(run_cfg, tmp_path):
+    from cift.registry import Registry
+
+    registry = Registry(tmp_path / "reg")
+    vid = registry.register(make_adapter(run_cfg, tmp_path / "a1"), {"batch": "b1"})
+    registry.promote(vid)
+    name, adapter = resolve_model("production", run_cfg, tmp_path / "reg")
+    assert name == vid and Path(adapter) == registry.version_dir(vid)
+    assert resolve_model("v0000", run_cfg, tmp_path / "reg") == ("v0000", None)
+    assert resolve_model("production", run_cfg) == ("main/base", None)  # no registry there
+
+
 def test_export_merged_matches_the_adapter(run_cfg, tmp_path):
     from hydra.utils import instantiate
     from transformers import AutoModelForCausalLM
@@ -113,6 +126,7 @@ def test_eval_file_command_prints_the_result_line(tmp_path, capsys):
     args = ["eval-file", str(cases_file(tmp_path)), "--text-field", "text", "--label-field", "dx"]
     sets = ["-S", "model=tiny_random", "-S", "evaluate.max_new_tokens=8"]
     sets += ["-S", f"evaluate.cache_dir={tmp_path / 'cache'}", "-S", f"paths.runs={tmp_path}"]
+    sets += ["-S", f"deploy.registry_dir={tmp_path / 'registry'}"]
     with pytest.raises(SystemExit) as exit_:
         cli_main([*args, "--model", "base", "--limit", "2", *sets])
     assert exit_.value.code == 0

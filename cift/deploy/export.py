@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 
-def export_merged(cfg: Any, model: str, out_dir: str | Path, dtype: str = "float32") -> dict:
+def export_merged(
+    cfg: Any,
+    model: str,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    registry: str | Path | None = None,
+) -> dict:
     """Write the merged model + tokenizer to `out_dir` (built beside it, then renamed into place,
     so an interrupted export leaves no half-written folder). Refuses a non-empty `out_dir`."""
     from hydra.utils import instantiate
@@ -20,7 +26,7 @@ def export_merged(cfg: Any, model: str, out_dir: str | Path, dtype: str = "float
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty")
-    name, adapter = resolve_model(model, cfg)
+    name, adapter = resolve_model(model, cfg, registry)
     merged, tokenizer = load_with_adapter(instantiate(cfg.model), adapter, dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

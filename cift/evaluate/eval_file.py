@@ -54,6 +54,7 @@ def eval_file(
     *,
     model: str = "production",
     limit: int | None = None,
+    registry: str | Path | None = None,
 ) -> dict:
     """The result line of `cift eval-file` (plus per-case rows under "rows")."""
     from hydra.utils import instantiate
@@ -63,7 +64,7 @@ def eval_file(
 
     evaluator = build_evaluator(cfg)
     samples, counts = usable_cases(path, text_field, label_field, evaluator.kb, limit)
-    name, adapter = resolve_model(model, cfg)
+    name, adapter = resolve_model(model, cfg, registry)
     version = version_of(name, adapter, instantiate(cfg.model))
     metrics, _ = evaluator.evaluate_version(version, {"cases": samples})
     m = metrics["cases"]
