@@ -1,8 +1,9 @@
-"""`cift registry list|show|promote|rollback|history|tag|publish` (argparse wiring + printing).
+"""`cift registry list|show|promote|rollback|history|tag|publish|mirror` (argparse + printing).
 
 Exit codes: 0 ok, 1 not found or refused (unknown version, empty rollback stack, invalid name),
-2 usage (argparse). `--registry DIR` on every sub-command; by default `deploy.registry_dir` of the
-repository's params.yaml, else `registry/`.
+2 usage (argparse). A mirror (git tags, W&B) that fails after a write prints a warning on stderr
+and leaves the exit code alone: the registry write itself succeeded. `--registry DIR` on every
+sub-command; by default `deploy.registry_dir` of the repository's params.yaml, else `registry/`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def default_registry_dir() -> Path:
 def _registry(args: argparse.Namespace) -> Any:
     from cift.registry.store import Registry
 
-    return Registry(args.registry or default_registry_dir())
+    registry = Registry(args.registry or default_registry_dir())
+    args.registry_object = registry  # so `_guarded` can print its mirror warnings
+    return registry
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -194,8 +197,36 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+ON_OFF = {"on": True, "off": False}
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    """Set the mirror options given (none: only print them); prints the result as JSON."""
+    from cift.registry.mirrors import mirror_options
+
+    registry = _registry(args)
+    changes: dict[str, Any] = {}
+    if args.git_tags is not None:
+        changes["git_tags"] = ON_OFF[args.git_tags]
+    if args.wandb is not None:
+        changes["wandb"] = ON_OFF[args.wandb]
+    for key in ("git_artifact", "wandb_project", "wandb_artifact", "wandb_dir"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    options = registry.set_mirrors(**changes) if changes else mirror_options(registry.load())
+    print(json.dumps(options, ensure_ascii=False))
+    return 0
+
+
+def _mirror_warnings(args: argparse.Namespace) -> None:
+    registry = getattr(args, "registry_object", None)
+    for report in getattr(registry, "mirror_reports", None) or []:
+        for warning in report.get("warnings") or []:
+            print(f"cift registry {args.registry_command}: warning: {warning}", file=sys.stderr)
+
+
 def _guarded(func: Any) -> Any:
-    """Registry refusals -> a message on stderr and exit 1."""
+    """Registry refusals -> a message on stderr and exit 1; mirror warnings -> stderr."""
 
     def run(args: argparse.Namespace) -> int:
         from cift.registry.store import RegistryError
@@ -205,6 +236,8 @@ def _guarded(func: Any) -> Any:
         except RegistryError as exc:
             print(f"cift registry {args.registry_command}: {exc}", file=sys.stderr)
             return 1
+        finally:
+            _mirror_warnings(args)
 
     return run
 
@@ -260,5 +293,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="batch order (repeatable; default: params.yaml's data.batches, else by time)",
+    )
+
+    p = command("mirror", cmd_mirror, "turn the git-tag (GTO) and W&B mirrors on or off")
+    p.add_argument(
+        "--git-tags",
+        choices=sorted(ON_OFF),
+        default=None,
+        help="annotated tags in GTO's format (model@v0.0.3, model#prod#4), never pushed",
+    )
+    p.add_argument(
+        "--wandb", choices=sorted(ON_OFF), default=None, help="a W&B artifact alias per move"
+    )
+    p.add_argument("--git-artifact", default=None, metavar="NAME", help="GTO artifact name")
+    p.add_argument("--wandb-project", default=None, metavar="NAME", help="W&B project")
+    p.add_argument("--wandb-artifact", default=None, metavar="NAME", help="W&B artifact name")
+    p.add_argument(
+        "--wandb-dir", default=None, metavar="DIR", help="offline runs (relative: beside registry)"
     )
     return registry

@@ -16,6 +16,11 @@ state naming it is written, so a crash leaves either the old state (the folder i
 overwritten by the next registration of that id, which was never visible) or the new one.
 Names are validated (`^v[0-9]{4,}$` for ids, `^[A-Za-z][A-Za-z0-9_.-]{0,63}$` for aliases), and
 paths are only ever built from validated ids, so nothing can escape the registry folder.
+
+Mirrors (`options.mirrors`, all off by default; see `cift.registry.mirrors`): git tags in GTO's
+format and W&B aliases. They run after a write has been committed and the lock released, get the
+write's new history entries, and never fail or roll back the registry: their reports land in
+`Registry.mirror_reports` and `registry/mirrors.jsonl`.
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ FORBIDDEN_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib
 HISTORY_KEYS = ("ts", "action", "alias", "from", "to", "reason", "command")
 SUMMARY_KEYS = ("version", "aliases", "parent", "batch", "created", "metrics")
 OWNED_META = {"version", "created", "base_hash", "adapter_sha256", "aliases", "adapter_path"}
+MIRROR_DEFAULTS = {
+    "git_tags": False,  # annotated tags in GTO's format in the git repo holding the registry
+    "wandb": False,  # a W&B artifact with the alias on every alias move
+    "git_artifact": "model",  # GTO artifact name: model@v0.0.3, model#prod#4
+    "wandb_project": "cift",
+    "wandb_artifact": "cift-model",
+    "wandb_dir": "logs/wandb",  # a relative one is taken from the registry folder's parent
+}
 
 
 class RegistryError(Exception):
@@ -154,7 +167,7 @@ def empty_state() -> dict:
         "aliases": {PRODUCTION: BASE_ID, PROXY: BASE_ID},
         "stacks": {PRODUCTION: []},
         "history": [],
-        "options": {"proxy_follows_production": False},
+        "options": {"proxy_follows_production": False, "mirrors": dict(MIRROR_DEFAULTS)},
     }
 
 
@@ -296,6 +309,7 @@ class Registry:
         self.versions_dir = self.root / VERSIONS
         self.lock_timeout = lock_timeout
         self._lock: Any = None
+        self.mirror_reports: list[dict] = []  # one per mirrored write, oldest first
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -318,6 +332,15 @@ class Registry:
         for key, value in base.items():
             state.setdefault(key, value)
         state["stacks"].setdefault(PRODUCTION, [])
+        options = state["options"]
+        if not isinstance(options, dict):
+            raise RegistryError(f"{self.state_path}: options is not an object")
+        for key, value in base["options"].items():  # registries older than an option
+            options.setdefault(key, value)
+        if isinstance(options["mirrors"], dict):
+            options["mirrors"] = dict(MIRROR_DEFAULTS) | options["mirrors"]
+        else:
+            options["mirrors"] = dict(MIRROR_DEFAULTS)
         return state
 
     def _file_lock(self) -> Any:
@@ -343,15 +366,33 @@ class Registry:
     @contextmanager
     def transaction(self) -> Iterator[dict]:
         """Lock, load, let the caller change the state, write it back atomically (only when it
-        changed). An exception inside leaves registry.json untouched."""
+        changed). An exception inside leaves registry.json untouched. Once written and unlocked,
+        the write's new history entries go to the enabled mirrors."""
         with self._locked():
             state = self.load()
             before = copy.deepcopy(state)
             yield state
-            if state != before:
-                state["revision"] = int(before.get("revision", 0)) + 1
-                self.root.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(self.state_path, state)
+            if state == before:
+                return
+            state["revision"] = int(before.get("revision", 0)) + 1
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.state_path, state)
+            entries = copy.deepcopy(state["history"][len(before["history"]) :])
+            mirrors = dict(state["options"].get("mirrors") or {})
+        if entries and (mirrors.get("git_tags") or mirrors.get("wandb")):
+            self._mirror(entries)
+
+    def _mirror(self, entries: list[dict]) -> dict | None:
+        """Run the enabled mirrors for one committed write; never raises (see mirrors.py)."""
+        try:
+            from cift.registry.mirrors import run_mirrors
+
+            report = run_mirrors(self, entries)
+        except Exception as exc:  # a mirror must never fail a committed write
+            report = {"ts": now_iso(), "warnings": [f"mirrors failed: {exc!r}"]}
+        if report is not None:
+            self.mirror_reports.append(report)
+        return report
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -445,14 +486,31 @@ class Registry:
     # -- writing ------------------------------------------------------------------------------
 
     def set_options(self, **options: Any) -> dict:
-        """Registry options (`proxy_follows_production`: move `proxy` on every production move)."""
+        """Registry options (`proxy_follows_production`: move `proxy` on every production move;
+        `mirrors`: a mapping merged into the mirror options, see `MIRROR_DEFAULTS`)."""
         known = set(empty_state()["options"])
         unknown = set(options) - known
         if unknown:
             raise InvalidName(f"unknown registry option(s) {sorted(unknown)}; known: {known}")
+        if "proxy_follows_production" in options and not isinstance(
+            options["proxy_follows_production"], bool
+        ):
+            raise InvalidName("option 'proxy_follows_production' must be true or false")
         with self.transaction() as state:
+            if "mirrors" in options:
+                from cift.registry.mirrors import check_mirror_options
+
+                mirrors = options.pop("mirrors")
+                state["options"]["mirrors"] = check_mirror_options(
+                    mirrors, state["options"].get("mirrors")
+                )
             state["options"].update(options)
-            return dict(state["options"])
+            return copy.deepcopy(state["options"])
+
+    def set_mirrors(self, **mirrors: Any) -> dict:
+        """Turn mirrors on or off (`git_tags=True`, `wandb=False`, `git_artifact="model"`, …);
+        returns the resulting mirror options."""
+        return self.set_options(mirrors=mirrors)["mirrors"]
 
     def register(
         self, adapter_dir: str | Path, meta: dict | None = None, *, command: str | None = None
