@@ -73,16 +73,16 @@ def test_answers_are_cached_per_version_decoding_and_prompt(tmp_path: Path):
     model = ScriptedModel({f"s{i}": ANSWER for i in range(3)})
     v1, v2 = Version("a", None, "base-1"), Version("b", "x", "lora-2")
     d = Decoding(max_new_tokens=32)
-    first, stats = generate_answers(lambda v: model, v1, samples(), "sys", d, cache)
+    first, stats = generate_answers(lambda *_: model, v1, samples(), "sys", d, cache)
     assert stats["generated"] == 3 and first["s0"] == ANSWER
     _, stats = generate_answers(
-        lambda v: pytest.fail("loaded a model"), v1, samples(), "sys", d, cache
+        lambda *_: pytest.fail("loaded a model"), v1, samples(), "sys", d, cache
     )
     assert stats == {"generated": 0, "cached": 3, "tokens": 0, "seconds": 0.0}
     model.asked.clear()
-    generate_answers(lambda v: model, v2, samples(), "sys", d, cache)  # another version
-    generate_answers(lambda v: model, v1, samples(), "other system", d, cache)  # another prompt
-    generate_answers(lambda v: model, v1, samples(), "sys", Decoding(max_new_tokens=64), cache)
+    generate_answers(lambda *_: model, v2, samples(), "sys", d, cache)  # another version
+    generate_answers(lambda *_: model, v1, samples(), "other system", d, cache)  # another prompt
+    generate_answers(lambda *_: model, v1, samples(), "sys", Decoding(max_new_tokens=64), cache)
     assert len(model.asked) == 9
 
 
@@ -90,12 +90,12 @@ def test_a_torn_cache_line_is_ignored(tmp_path: Path):
     cache = AnswerCache(tmp_path)
     v = Version("a", None, "base-1")
     model = ScriptedModel({f"s{i}": ANSWER for i in range(3)})
-    generate_answers(lambda _: model, v, samples(), "sys", Decoding(), cache)
+    generate_answers(lambda *_: model, v, samples(), "sys", Decoding(), cache)
     path = tmp_path / "base-1.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # killed mid-write
     model.asked.clear()
-    _, stats = generate_answers(lambda _: model, v, samples(), "sys", Decoding(), cache)
+    _, stats = generate_answers(lambda *_: model, v, samples(), "sys", Decoding(), cache)
     assert (stats["generated"], stats["cached"]) == (1, 2)
 
 
@@ -129,7 +129,7 @@ def test_evaluator_scores_accuracy_faults_and_safety(tmp_path: Path):
         "s1": "I am not sure.",
         "u": f"1. a\n2. b\n3. c\nDiagnosis: {urgent.name}\nAdvice: Rest at home.",
     }
-    ev = Evaluator(kb, "sys", Decoding(), AnswerCache(None), lambda v: ScriptedModel(answers))
+    ev = Evaluator(kb, "sys", Decoding(), AnswerCache(None), lambda *_: ScriptedModel(answers))
     metrics, _ = ev.evaluate_version(Version("m", None, "base-x"), {"val": cases})
     m = metrics["val"]
     assert m["accuracy"] == pytest.approx(2 / 3) and m["fault_cases"] == 1

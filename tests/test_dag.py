@@ -49,6 +49,9 @@ def check_train_evaluate_deploy(runs: Path) -> None:
     }
     assert arms["full"]["n"] > arms["filtered"]["n"] > 0
     assert arms["full"]["base"] == arms["filtered"]["base"]  # same cases, same cached base answers
+    continual = json.loads((runs.parent.parent / "reports" / "continual.json").read_text())
+    assert len(continual["R"]) == 3 and all(len(row) == 2 for row in continual["R"])
+    assert continual["rows"][0] == "main/base" and 0.0 <= continual["ACC"] <= 1.0
 
 
 def test_tiny_dag_then_import_a_batch(repo_copy: Path, tmp_path: Path):

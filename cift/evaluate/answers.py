@@ -124,9 +124,9 @@ def generate_answers(
 ) -> tuple[dict[str, str], dict]:
     """{sample id: answer} for `samples`, generating only what the cache lacks.
 
-    make_generator(version) -> a Teacher (called only when something is missing, so a fully
-    cached evaluation never loads a model). Returns (answers, stats: generated, cached, tokens,
-    seconds).
+    make_generator(version, decoding) -> a Teacher (called only when something is missing, so a
+    fully cached evaluation never loads a model). Returns (answers, stats: generated, cached,
+    tokens, seconds).
     """
     keys = {s["id"]: answer_key(version, s, system_prompt, decoding) for s in samples}
     cached = cache.load(version)
@@ -138,7 +138,7 @@ def generate_answers(
         "seconds": 0.0,
     }
     if todo:
-        gen = make_generator(version)
+        gen = make_generator(version, decoding)
         chunk = max(decoding.batch_size * 4, 1)  # cache progress every few batches
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]

@@ -43,13 +43,13 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
         seed=int(cfg.seed),
     )
 
-    def make_generator(version: Version) -> LocalTeacher:
+    def make_generator(version: Version, d: Decoding) -> LocalTeacher:
         return LocalTeacher(
             model=spec,
             name=version.name,
-            batch_size=decoding.batch_size,
+            batch_size=d.batch_size,
             adapter=version.adapter,
-            stop_after_line=decoding.stop_after_line,
+            stop_after_line=d.stop_after_line or None,
         )
 
     return Evaluator(

@@ -22,7 +22,7 @@ class Evaluator:
     system_prompt: str
     decoding: Decoding
     cache: AnswerCache
-    make_generator: Callable[[Version], Any]
+    make_generator: Callable[[Version, Decoding], Any]
     records: Mapping[str, dict] = field(default_factory=dict)  # record id -> structured record
     n_boot: int = 1000
     seed: int = 0

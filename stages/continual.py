@@ -1,0 +1,90 @@
+"""DVC stage `continual`: the accuracy matrix R of the chain and its ACC / BWT / FWT, plus the
+general-ability change (judged win rate of final production vs the base on held-out general
+instructions).
+
+Usage: python stages/continual.py
+Row 0 = the base, row k = what was deployed after batch k; each distinct version answers every
+batch's test split once (answers are cached by version weights, so a kept batch costs nothing).
+Writes reports/continual.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    from hydra.utils import instantiate
+
+    from cift.config import load_params
+    from cift.deploy.pointers import read_pointer
+    from cift.evaluate.answers import Decoding, generate_answers
+    from cift.evaluate.build import build_evaluator, build_judge, pointer_version
+    from cift.evaluate.continual import continual_metrics
+    from cift.evaluate.judge import judge_pairs
+    from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
+    from cift.tracking import stage_run
+
+    started = time.perf_counter()
+    cfg = load_params()
+    exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
+    names = [b.name for b in cfg.data.batches]
+    tests = {b: read_jsonl_trusted(data / "batches" / b / "test.jsonl") for b in names}
+    records = [r for b in names for r in read_jsonl_trusted(data / "batches" / b / "records.jsonl")]
+    spec = instantiate(cfg.model)
+    ev = build_evaluator(cfg, records)
+    pointers = [read_pointer(runs, exp, row, "deployed") for row in ["base", *names]]
+    versions = [pointer_version(p, spec) for p in pointers]
+
+    R, ci = [], []
+    for version in versions:
+        metrics, _ = ev.evaluate_version(version, tests)
+        R.append([metrics[b]["accuracy"] for b in names])
+        ci.append([metrics[b]["accuracy_ci"] for b in names])
+    result = {"R": R, **continual_metrics(R), "R_ci": ci, "rows": [v.name for v in versions]}
+
+    judge, heldout = build_judge(cfg), read_jsonl_trusted(data / "general" / "heldout.jsonl")
+    result["general_win_rate"] = None
+    if judge is not None and heldout and versions[-1].key != versions[0].key:
+        decoding = Decoding(
+            max_new_tokens=int(cfg.generate.general.max_new_tokens),
+            batch_size=int(cfg.evaluate.batch_size),
+            stop_after_line="",  # general answers have no Advice line
+        )
+        answers = [
+            generate_answers(ev.make_generator, v, heldout, cfg.system_prompt, decoding, ev.cache)[
+                0
+            ]
+            for v in (versions[-1], versions[0])
+        ]
+        items = [
+            {
+                "id": s["id"],
+                "question": s["instruction"],
+                "candidate": answers[0][s["id"]],
+                "baseline": answers[1][s["id"]],
+            }
+            for s in heldout
+        ]
+        judged = judge_pairs(
+            judge,
+            items,
+            prompt=cfg.judge.prompt,
+            max_new_tokens=int(cfg.judge.max_new_tokens),
+            seed=cfg.seed,
+            min_consistency=float(cfg.gate.judge_min_consistency),
+            n_boot=int(cfg.gate.bootstrap),
+        )
+        result["general_win_rate"] = judged["win_rate"]
+        result["general_judge"] = {k: v for k, v in judged.items() if k != "rows"}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(Path(cfg.paths.reports) / "continual.json", result)
+    with stage_run(cfg, "continual", name=f"{exp}/continual") as run:
+        run.log({k: result[k] for k in ("ACC", "BWT", "FWT") if result[k] is not None})
+    print(json.dumps({k: result[k] for k in ("ACC", "BWT", "FWT", "general_win_rate")}))
+
+
+if __name__ == "__main__":
+    main()
