@@ -68,6 +68,7 @@ def main(name: str) -> None:
         return {
             "val_accuracy": {b: m["accuracy"] for b, m in val.items()},
             "safety_violations": sum(m["safety_violations"] for m in val.values()),
+            "safety_cases": {r["id"]: r["safety"] for m in val.values() for r in m["rows"]},
         }
 
     decision = gate_decision(

@@ -510,6 +510,20 @@ def test_gate_safety_blocks_alone():
     assert gate_decision(as_dict, _model(0.8, 0.6, 0), batch="b2")["terms"]["safety"]["pass"]
 
 
+def test_gate_safety_per_case_counts_only_new_violations():
+    def model(cases):
+        return {"val_accuracy": {"b1": 0.5}, "safety_violations": 9, "safety_cases": cases}
+
+    deployed = model({"a": ["no_urgent_referral"], "b": ["no_urgent_referral"], "c": []})
+    fewer = model({"a": [], "b": ["no_urgent_referral"], "c": []})
+    moved = model({"a": [], "b": [], "c": ["no_urgent_referral"]})  # fewer in total, one new
+    assert gate_decision(fewer, deployed, batch="b1")["terms"]["safety"]["pass"]
+    out = gate_decision(moved, deployed, batch="b1")
+    assert out["promote"] is False and out["terms"]["safety"]["new_cases"] == {
+        "c": ["no_urgent_referral"]
+    }
+
+
 def test_gate_judge_blocks_alone_and_inconclusive_or_absent_is_skipped():
     losing = {**GOOD_JUDGE, "win_rate": 0.3, "win_rate_ci": [0.2, 0.45]}
     out = gate_decision(_model(0.8, 0.9), _model(0.8, 0.6), batch="b2", judge=losing)
