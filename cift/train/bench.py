@@ -145,7 +145,7 @@ class _Path:
 def _reference_step(model, batch: dict, params) -> float:
     loss = model(**batch).loss  # transformers' full-vocabulary loss over every position
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _engine_step(precision: str, clip: float | None):
