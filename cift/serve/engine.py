@@ -271,7 +271,39 @@ def state_fingerprint(path: Any) -> tuple | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-class LocalEngine:
+class AliasFollower:
+    """What both backends share to follow a registry alias: deciding whether the alias names a
+    new version to load, and keeping the failure state (`last_error`, a failed load not retried
+    by the watcher for the same registry state). Subclasses set `registry`, `alias`, `_current`
+    (with `.version`), `_fingerprint`, `_failed` and `last_error`."""
+
+    def _target(self, force: bool) -> tuple[tuple | None, Any, dict | None]:
+        """(registry fingerprint, what the alias resolves to, the result when there is nothing
+        to load: the alias is unresolvable, already served, or a known failure not forced)."""
+        fingerprint = state_fingerprint(self.registry.state_path)
+        current = self._current
+        try:
+            info = self.registry.resolve(self.alias)
+        except Exception as exc:
+            error = f"resolve {self.alias!r}: {exc}"
+            return fingerprint, None, self._failed_load(fingerprint, None, error)
+        if current is not None and info.version == current.version:
+            self._fingerprint, self._failed, self.last_error = fingerprint, None, None
+            return fingerprint, info, {"version": current.version, "changed": False, "error": None}
+        if not force and self._failed == (fingerprint, info.version):
+            settled = {"version": self.version, "changed": False, "error": self.last_error}
+            return fingerprint, info, settled
+        return fingerprint, info, None
+
+    def _failed_load(self, fingerprint: tuple | None, version: str | None, error: str) -> dict:
+        message = f"loading {version}: {error}" if version else error
+        log.error("%s; still serving %s", message, self.version)
+        self.last_error = message
+        self._fingerprint, self._failed = fingerprint, (fingerprint, version)
+        return {"version": self.version, "changed": False, "error": message}
+
+
+class LocalEngine(AliasFollower):
     """Serves the registry alias `alias` from local models (see the module docstring)."""
 
     backend = "local"
@@ -369,17 +401,9 @@ class LocalEngine:
         """Bring the served version in line with the alias. `force=False` (the watcher) does not
         retry a load that failed for the same registry state."""
         with self._sync_lock:
-            fingerprint = state_fingerprint(self.registry.state_path)
-            current = self._current
-            try:
-                info = self.registry.resolve(self.alias)
-            except Exception as exc:
-                return self._failed_load(fingerprint, None, f"resolve {self.alias!r}: {exc}")
-            if current is not None and info.version == current.version:
-                self._fingerprint, self._failed, self.last_error = fingerprint, None, None
-                return {"version": current.version, "changed": False, "error": None}
-            if not force and self._failed == (fingerprint, info.version):
-                return {"version": self.version, "changed": False, "error": self.last_error}
+            fingerprint, info, settled = self._target(force)
+            if settled is not None:
+                return settled
             t0 = time.perf_counter()
             with self._lock:
                 handle = self._pool.get(info.version)  # still draining: take it back at once
@@ -419,13 +443,6 @@ class LocalEngine:
         self.swaps += old is not None
         self._fingerprint, self._failed, self.last_error = fingerprint, None, None
         return old
-
-    def _failed_load(self, fingerprint: tuple | None, version: str | None, error: str) -> dict:
-        message = f"loading {version}: {error}" if version else error
-        log.error("%s; still serving %s", message, self.version)
-        self.last_error = message
-        self._fingerprint, self._failed = fingerprint, (fingerprint, version)
-        return {"version": self.version, "changed": False, "error": message}
 
     def _retire(self, handle: Version) -> None:
         with self._lock:

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from cift.serve.engine import state_fingerprint
+from cift.serve.engine import AliasFollower, state_fingerprint
 from cift.serve.protocol import (
     BadRequest,
     NotReady,
@@ -67,7 +67,7 @@ def adapter_name(version: str, prefix: str = PREFIX) -> str:
     return f"{prefix}{version}"
 
 
-class VLLMBackend:
+class VLLMBackend(AliasFollower):
     """The serving backend for `cift serve` with `serve.backend=vllm` (see the module docstring)."""
 
     backend = "vllm"
@@ -195,17 +195,9 @@ class VLLMBackend:
     async def sync(self, force: bool = True) -> dict:
         """Bring vLLM's route in line with the alias (see the module docstring)."""
         async with self._sync_lock:
-            fingerprint = state_fingerprint(self.registry.state_path)
-            current = self._current
-            try:
-                info = self.registry.resolve(self.alias)
-            except Exception as exc:
-                return self._failed_load(fingerprint, None, f"resolve {self.alias!r}: {exc}")
-            if current is not None and info.version == current.version:
-                self._fingerprint, self._failed, self.last_error = fingerprint, None, None
-                return {"version": current.version, "changed": False, "error": None}
-            if not force and self._failed == (fingerprint, info.version):
-                return {"version": self.version, "changed": False, "error": self.last_error}
+            fingerprint, info, settled = self._target(force)
+            if settled is not None:
+                return settled
             t0 = time.perf_counter()
             try:
                 if info.adapter_path is None:
@@ -238,13 +230,6 @@ class VLLMBackend:
                 "error": None,
                 "load_s": round(time.perf_counter() - t0, 3),
             }
-
-    def _failed_load(self, fingerprint: tuple | None, version: str | None, error: str) -> dict:
-        message = f"loading {version}: {error}" if version else error
-        log.error("%s; still serving %s", message, self.version)
-        self.last_error = message
-        self._fingerprint, self._failed = fingerprint, (fingerprint, version)
-        return {"version": self.version, "changed": False, "error": message}
 
     def _release(self, route: Route) -> None:
         route.refs -= 1
