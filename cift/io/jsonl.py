@@ -335,10 +335,10 @@ def _atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Persist the rename itself (POSIX); Windows cannot open folders, and needs no such step."""
     if not hasattr(os, "O_DIRECTORY"):
         return

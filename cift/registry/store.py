@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cift.io.jsonl import write_json_atomic
+from cift.io.jsonl import fsync_dir, write_json_atomic
 
 STATE = "registry.json"
 LOCK = ".lock"
@@ -250,16 +250,6 @@ def _copy_adapter(src: Path, dst: Path) -> None:
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -568,7 +558,7 @@ class Registry:
                 if dest.exists():  # an orphan from a crash: never visible, so never used
                     shutil.rmtree(dest)
                 os.rename(tmp, dest)
-                _fsync_dir(self.versions_dir)
+                fsync_dir(self.versions_dir)
                 state["versions"][version] = record
                 state["next_id"] = int(state["next_id"]) + 1
                 _append_history(state, "register", None, None, version, None, command)

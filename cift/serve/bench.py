@@ -32,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cift.cli import add_set_option
+
 TARGET_SWAPS = 10
 TARGET_DURATION_S = 60.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -366,15 +368,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", help="serve this registry instead (its production is moved)")
     p.add_argument("--max-batch-size", type=int, default=None, help="default serve.max_batch_size")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="OVERRIDE",
-        help="Hydra override (repeatable), e.g. -S model=tiny_random",
-    )
+    add_set_option(p, "Hydra override (repeatable), e.g. -S model=tiny_random")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cift.cli import add_set_option
+
 
 def registry_dir(cfg: Any, given: str | None) -> Path:
     """`--registry`, else `deploy.registry_dir` relative to the repo root (else the cwd)."""
@@ -126,14 +128,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: serve.port)")
     p.add_argument("--backend", choices=["local", "vllm"], help="default: serve.backend")
     p.add_argument("--vllm-url", help="running vLLM server (default: serve.vllm_url)")
-    p.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="OVERRIDE",
-        help="Hydra override (repeatable), e.g. -S model=tiny_random -S serve.max_batch_size=4",
+    add_set_option(
+        p, "Hydra override (repeatable), e.g. -S model=tiny_random -S serve.max_batch_size=4"
     )
     p.set_defaults(func=cmd_serve)
     return p
