@@ -30,6 +30,25 @@ def wandb_dir(cfg: DictConfig) -> Path:
     return (root / cfg.logger.get("dir", "logs/wandb")).resolve()
 
 
+def _wandb_run_args(cfg: DictConfig, stage: str, name: str | None) -> dict:
+    """One W&B run per stage execution, grouped by experiment, job_type = stage, offline unless
+    the environment says otherwise; shared by `stage_run` and `lightning_logger`."""
+    os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode") or "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    folder = wandb_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "project": cfg.logger.project,
+        "entity": cfg.logger.get("entity"),
+        "group": cfg.experiment_name,
+        "job_type": stage,
+        "name": name or f"{cfg.experiment_name}/{stage}",
+        "dir": str(folder),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "reinit": "finish_previous",
+    }
+
+
 @contextlib.contextmanager
 def stage_run(cfg: DictConfig, stage: str, name: str | None = None) -> Iterator[Any]:
     """A tracker run for one stage execution; always finished, so sweeps never bleed together."""
@@ -38,20 +57,7 @@ def stage_run(cfg: DictConfig, stage: str, name: str | None = None) -> Iterator[
         return
     import wandb
 
-    os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode") or "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    folder = wandb_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=cfg.logger.project,
-        entity=cfg.logger.get("entity"),
-        group=cfg.experiment_name,
-        job_type=stage,
-        name=name or f"{cfg.experiment_name}/{stage}",
-        dir=str(folder),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        reinit="finish_previous",
-    )
+    run = wandb.init(**_wandb_run_args(cfg, stage, name))
     try:
         yield run
     finally:
@@ -70,17 +76,5 @@ def lightning_logger(cfg: DictConfig, stage: str, name: str | None = None) -> An
         return None
     from lightning.pytorch.loggers import WandbLogger
 
-    os.environ.setdefault("WANDB_MODE", cfg.logger.get("mode") or "offline")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    folder = wandb_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project=cfg.logger.project,
-        entity=cfg.logger.get("entity"),
-        group=cfg.experiment_name,
-        job_type=stage,
-        name=name or f"{cfg.experiment_name}/{stage}",
-        save_dir=str(folder),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        reinit="finish_previous",
-    )
+    args = _wandb_run_args(cfg, stage, name)
+    return WandbLogger(save_dir=args.pop("dir"), **args)
