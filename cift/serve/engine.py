@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cift.generate.teachers.local import stop_token_ids
 from cift.serve.protocol import (
     BadRequest,
     GenRequest,
@@ -169,16 +170,6 @@ def merge_lora_into(model: Any, adapter_dir: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # generation
-
-
-def stop_token_ids(tok: Any) -> list[int]:
-    """End-of-turn and end-of-text ids (chat models end a turn with a token other than EOS)."""
-    ids = {tok.eos_token_id}
-    for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        tid = tok.convert_tokens_to_ids(special)
-        if isinstance(tid, int) and tid != tok.unk_token_id:
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
 
 
 class _RowStop:

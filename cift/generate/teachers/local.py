@@ -71,7 +71,7 @@ class LocalTeacher:
         prompts = [self.prompt_text(r) for r in requests]
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(requests)), key=lambda i: len(ids[i]))
-        stop_ids = _stop_ids(tok)
+        stop_ids = stop_token_ids(tok)
         replies: list[TeacherReply | None] = [None] * len(requests)
         started = time.perf_counter()
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -138,7 +138,7 @@ class LineEndStop:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def _stop_ids(tok) -> list[int]:
+def stop_token_ids(tok) -> list[int]:
     """End-of-turn and end-of-text ids: chat models end a turn with a token other than EOS."""
     ids = {tok.eos_token_id}
     for special in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
