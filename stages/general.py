@@ -13,7 +13,7 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from cift.config import load_params
-    from cift.data.general import load_general_tasks, split_general
+    from cift.data.general import load_general_tasks, split_general, subsample
     from cift.generate.replay import replay_samples
     from cift.generate.teachers.local import LocalTeacher
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
@@ -23,6 +23,7 @@ def main() -> None:
     cfg = load_params()
     g = cfg.generate.general
     replay_tasks, heldout = split_general(load_general_tasks(), g.heldout_fraction, cfg.seed)
+    replay_tasks = subsample(replay_tasks, g.get("max_replay"), cfg.seed)
     model = instantiate(cfg.model)
     teacher = LocalTeacher(model, name=f"replay:{model.name}")
     samples, rejects, stats = replay_samples(

@@ -123,6 +123,15 @@ def split_general(
     return replay, heldout
 
 
+def subsample(tasks: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """At most `limit` tasks drawn with the seed, in input order (None: all): replay only needs
+    as many samples as the largest domain selection it is mixed with."""
+    if limit is None or limit >= len(tasks):
+        return tasks
+    keep = set(random.Random(f"{seed}:replay").sample(range(len(tasks)), limit))
+    return [t for i, t in enumerate(tasks) if i in keep]
+
+
 def general_messages(task: dict, system_prompt: str) -> list[dict]:
     """Chat messages: system (omitted when empty), user = instruction [+ blank line + input]."""
     user = task["instruction"]
