@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # (sed, not grep -v: it succeeds on empty input, so pipefail still reports pip's own failure)
 QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup repro repro-tiny test test-fast lint clean
+.PHONY: setup repro repro-ablations repro-tiny test test-fast lint clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,17 @@ repro: setup
 	cift compose --check
 	dvc repro
 	cift registry publish runs/$(EXPERIMENT)
+
+# The ablations' expensive halves as queued experiments (the workspace's params.yaml and reports/
+# stay as they are): the static-proxy chain up to its continual report, and the random baseline
+# on batch 1 (Table 1's filtered arm with a random subset of the same size). Then the merge.
+ABLATIONS ?= experiment=static_proxy:continual experiment=random_subset:table1@filtered
+repro-ablations: setup
+	for a in $(ABLATIONS); do dvc exp run --queue -S "$${a%%:*}" "$${a#*:}"; done
+	dvc queue start -j 1
+	while dvc queue status | grep -qE 'Queued|Running'; do sleep 10; done
+	dvc queue status
+	cift report --exps
 
 repro-tiny: setup
 	cift compose profile=tiny

@@ -146,6 +146,83 @@ def add_set_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cift.config import load_params, repo_root
+    from cift.io.jsonl import write_json_atomic
+    from cift.report import exps
+    from cift.report.build import write_page, write_reports
+
+    cfg = load_params()
+    reports = Path(cfg.paths.reports)
+    if args.exps:
+        root = repo_root()
+        rows = exps.rows_from_dvc(exps.dvc_exp_show(root))
+        rows += exps.rows_from_hydra(exps.hydra_job_folders(root))
+        write_json_atomic(reports / "ablations.json", exps.merge(rows))
+        print(f"{len(rows)} experiments → {reports / 'ablations.json'}", file=sys.stderr)
+    if args.page_only:
+        page = write_page(reports)
+    else:
+        write_reports(cfg)
+        page = reports / "report.html"
+    if args.wandb:
+        from cift.report.wandb_report import build_report
+
+        entity, _, project = args.wandb.partition("/")
+        if not entity or not project:
+            print(f"--wandb {args.wandb!r}: expected ENTITY/PROJECT", file=sys.stderr)
+            return 2
+        ablations = reports / "ablations.json"
+        data = json.loads(ablations.read_text()) if ablations.is_file() else None
+        report = build_report(entity, project, data)
+        try:
+            report.save()
+        except Exception as exc:  # offline or not logged in: the page above still exists
+            print(
+                f"W&B report not saved ({type(exc).__name__}: {exc}); run `wandb login` "
+                "and sync the offline runs first",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"W&B report: {report.url}", file=sys.stderr)
+    print(json.dumps({"page": str(page)}))
+    return 0
+
+
+RUN_HELP = """usage: cift run [--target STAGE]... [--data DIR] [HYDRA ARGS...]
+
+The DVC stages in DAG order, in-process, as a Hydra app: `cift run -m experiment=a,b` runs one
+job per experiment, each in its own Hydra folder with params.yaml, data/, runs/ and reports/.
+  --target STAGE  run only STAGE and what it needs (repeatable; DVC's names, e.g. continual)
+  --data DIR      reuse DIR's generated data: stages whose outputs exist there are skipped
+"""
+
+
+def cmd_run(argv: list[str]) -> int:
+    from cift.config import repo_root
+    from cift.run import hydra_main
+
+    if argv[:1] in (["-h"], ["--help"]):
+        print(RUN_HELP, end="")
+        return 0
+    targets, data, rest = [], None, []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--target", "--data"):
+            value = next(it, None)
+            if value is None:
+                print(f"cift run: {arg} needs a value", file=sys.stderr)
+                return 2
+            if arg == "--target":
+                targets.append(value)
+            else:
+                data = Path(value)
+        else:
+            rest.append(arg)
+    hydra_main(repo_root(), targets or None, data, rest)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
+    p = sub.add_parser("report", help="reports/ from the run folders: JSON, figures, HTML page")
+    p.add_argument(
+        "--exps",
+        action="store_true",
+        help="first merge queued DVC experiments and cift run folders into reports/ablations.json",
+    )
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also save a W&B Report")
+    p.add_argument(
+        "--page-only",
+        action="store_true",
+        help="only re-render report.html from the files already in reports/",
+    )
+    p.set_defaults(func=cmd_report)
+    sub.add_parser("run", help="the DAG in-process as a Hydra app (-m for sweeps); --help")
+
     p = sub.add_parser("bench", help="engine vs reference, same run; last line is JSON")
     p.add_argument("name", choices=sorted(BENCHES))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags")
@@ -229,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:  # Hydra parses its own arguments (-m, overrides, --cfg ...)
+        sys.exit(cmd_run(argv[1:]))
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
 

@@ -82,6 +82,7 @@ def load_params(path: str | Path | None = None) -> DictConfig:
     """The resolved run config a stage works from (params.yaml, already composed by DVC)."""
     from cift.params_schema import validate_params
 
+    path = path or os.environ.get("CIFT_PARAMS")  # `cift run` jobs keep their own params.yaml
     path = Path(path) if path else repo_root() / PARAMS
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `cift compose` first")

@@ -5,7 +5,8 @@ instructions).
 Usage: python stages/continual.py
 Row 0 = the base, row k = what was deployed after batch k; each distinct version answers every
 batch's test split once (answers are cached by version weights, so a kept batch costs nothing).
-Writes reports/continual.json.
+Final production and the base are also scored on the global test set (`global`: the proxy
+ablation's final accuracy). Writes reports/continual.json.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     from cift.evaluate.build import build_evaluator, build_judge, pointer_version
     from cift.evaluate.continual import continual_metrics
     from cift.evaluate.judge import judge_pairs
+    from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import stage_run
 
@@ -33,6 +35,7 @@ def main() -> None:
     names = [b.name for b in cfg.data.batches]
     tests = {b: read_jsonl_trusted(data / "batches" / b / "test.jsonl") for b in names}
     records = [r for b in names for r in read_jsonl_trusted(data / "batches" / b / "records.jsonl")]
+    records += read_jsonl_trusted(data / "global" / "records.jsonl")
     spec = instantiate(cfg.model)
     ev = build_evaluator(cfg, records)
     pointers = [read_pointer(runs, exp, row, "deployed") for row in ["base", *names]]
@@ -44,6 +47,11 @@ def main() -> None:
         R.append([metrics[b]["accuracy"] for b in names])
         ci.append([metrics[b]["accuracy_ci"] for b in names])
     result = {"R": R, **continual_metrics(R), "R_ci": ci, "rows": [v.name for v in versions]}
+    global_test = {"global": read_jsonl_trusted(data / "global" / "test.jsonl")}
+    result["global"] = {
+        role: {"version": v.name, **summary(ev.evaluate_version(v, global_test)[0]["global"])}
+        for role, v in (("final", versions[-1]), ("base", versions[0]))
+    }
 
     judge, heldout = build_judge(cfg), read_jsonl_trusted(data / "general" / "heldout.jsonl")
     result["general_win_rate"] = None

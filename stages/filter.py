@@ -1,8 +1,12 @@
-"""DVC stage `filter@<i>`: length → diversity → IFD on the proxy → selection, for one batch.
+"""DVC stages `filter@<i>` and `select_static@<i>`: length → diversity → IFD on the proxy →
+selection, for one batch.
 
-Usage: python stages/filter.py BATCH_NAME
+Usage: python stages/filter.py BATCH_NAME [--static]
 Reads data/batches/<batch>/train.jsonl and the proxy pointer left by the previous batch;
 writes runs/<experiment>/<batch>/{selected,rejected,scores}.jsonl, filter.json, plots/.
+`--static` (the proxy ablation's cheap half) scores the same candidates with the initial proxy
+instead and writes the same files under runs/<experiment>/<batch>/static/; nothing trains on
+them, so both selections meet the same training history.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import time
 from pathlib import Path
 
 
-def main(name: str) -> None:
+def main(name: str, static: bool = False) -> None:
     from hydra.utils import instantiate
 
     from cift.config import load_params
-    from cift.deploy.pointers import previous_pointer
+    from cift.deploy.pointers import previous_pointer, read_pointer
     from cift.filters.base import FilterContext
     from cift.filters.pipeline import build_steps, run_filter
     from cift.filters.report import histograms
@@ -28,7 +32,10 @@ def main(name: str) -> None:
     cfg = load_params()
     exp, runs = cfg.experiment_name, cfg.paths.runs
     read = read_samples(Path(cfg.paths.data) / "batches" / name / "train.jsonl")
-    proxy = previous_pointer(cfg, name, "proxy")
+    if static:
+        proxy = read_pointer(runs, exp, "base", "proxy")
+    else:
+        proxy = previous_pointer(cfg, name, "proxy")
     ctx = FilterContext(
         system_prompt=cfg.system_prompt,
         proxy=instantiate(cfg.proxy.model),
@@ -41,11 +48,12 @@ def main(name: str) -> None:
         {"line": r.line, "filter": {"step": "read", "reason": r.reason}, "message": r.message}
         for r in read.rejects
     ]
-    out = Path(runs) / exp / name
+    out = Path(runs) / exp / name / ("static" if static else "")
     write_jsonl_atomic(out / "selected.jsonl", kept)
     write_jsonl_atomic(out / "rejected.jsonl", rejected)
     write_jsonl_atomic(out / "scores.jsonl", scores)
-    for score, rows in histograms(scores).items():
+    plots = {} if static else histograms(scores)  # the dvc plots of the chain's own filter
+    for score, rows in plots.items():
         write_json_atomic(out / "plots" / f"{score}.json", rows)
     summary |= {
         "batch": name,
@@ -55,10 +63,11 @@ def main(name: str) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "filter.json", summary)
-    with stage_run(cfg, "filter", name=f"{exp}/filter/{name}") as run:
+    stage = "select_static" if static else "filter"
+    with stage_run(cfg, stage, name=f"{exp}/{stage}/{name}") as run:
         run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
     print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], static="--static" in sys.argv[2:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cift.io.jsonl import read_samples
-from tests.conftest import run_env
+from tests.conftest import copy_repo, run_env
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +55,124 @@ def check_train_evaluate_deploy(runs: Path) -> None:
     assert continual["rows"][0] == "main/base" and 0.0 <= continual["ACC"] <= 1.0
 
 
-def test_tiny_dag_then_import_a_batch(repo_copy: Path, tmp_path: Path):
+def check_reports(reports: Path) -> None:
+    """The documented reports/ layout, filled from the run."""
+    summary = json.loads((reports / "summary.json").read_text())
+    assert set(summary) == {
+        "experiment",
+        "profile",
+        "batches",
+        "promotions",
+        "final_production",
+        "ACC",
+        "BWT",
+        "FWT",
+        "wall_seconds",
+        "seconds_per_stage",
+    }
+    assert summary["profile"] == "tiny" and summary["batches"] == ["b1", "b2"]
+    assert summary["final_production"].startswith("main/")
+    assert {"generate@b1", "train@b2", "table1@full", "continual"} <= set(
+        summary["seconds_per_stage"]
+    )
+    table1 = json.loads((reports / "table1.json").read_text())
+    for arm in ("full", "filtered"):
+        assert {
+            "accuracy",
+            "accuracy_ci",
+            "fault_cases",
+            "fault_rate",
+            "n",
+            "train_tokens",
+            "train_seconds",
+        } <= set(table1[arm])
+    proxy = json.loads((reports / "proxy_ablation.json").read_text())
+    for mode in ("static", "dynamic"):
+        assert [r["batch"] for r in proxy[mode]["per_batch"]] == ["b2"]
+        assert 0 <= proxy[mode]["redundant_selected"] <= proxy[mode]["selected"]
+    assert proxy["dynamic"]["final_accuracy"] is not None
+    assert proxy["static"]["final_accuracy"] is None  # filled by the ablations
+    continual = json.loads((reports / "continual.json").read_text())
+    assert {"R", "ACC", "BWT", "FWT", "general_win_rate"} <= set(continual)
+    for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
+        assert (reports / "plots" / f"{name}.png").stat().st_size > 1000
+    assert (reports / "report.html").read_text().count("data:image/png;base64") == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole tiny DAG, once for this module (its tests read it in file order)."""
+    repo = copy_repo(tmp_path_factory.mktemp("dag") / "repo")
     started = time.perf_counter()
-    run(["dvc", "exp", "run", "-S", "profile=tiny"], repo_copy)
-    print(f"dvc exp run -S profile=tiny: {time.perf_counter() - started:.0f} s")
+    run(["dvc", "exp", "run", "-S", "profile=tiny"], repo)
+    seconds = time.perf_counter() - started
+    print(f"dvc exp run -S profile=tiny: {seconds:.0f} s")
+    return repo
+
+
+def test_tiny_dag_writes_every_report(tiny_dag: Path):
+    check_reports(tiny_dag / "reports")
+    shown = run(["dvc", "plots", "show", "--json"], tiny_dag).stdout
+    assert "accuracy_per_batch.png" in shown and "cost_vs_accuracy.json" in shown
+
+
+def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
+    """The expensive halves: the static chain as a queued DVC experiment, the random baseline as
+    a Hydra multirun job; `cift report --exps` merges both into ablations.json and the page."""
+    started = time.perf_counter()
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "profile=tiny",
+            "-S",
+            "experiment=static_proxy",
+            "continual",
+        ],
+        tiny_dag,
+    )
+    run(["dvc", "queue", "start", "-j", "1"], tiny_dag)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], tiny_dag).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(3)
+    assert "Success" in status, status
+    cli = [sys.executable, "-m", "cift.cli"]
+    run(
+        [
+            *cli,
+            "run",
+            "-m",
+            "experiment=random_subset",
+            "profile=tiny",
+            "--target",
+            "table1@filtered",
+            "--data",
+            "data",
+            "logger=none",
+        ],
+        tiny_dag,
+    )
+    jobs = list((tiny_dag / "multirun").glob("*/*/0/runs/random_subset/table1/filtered.json"))
+    assert len(jobs) == 1
+    run([*cli, "report", "--exps"], tiny_dag)
+    print(f"tiny ablations: {time.perf_counter() - started:.0f} s")
+    ablations = json.loads((tiny_dag / "reports" / "ablations.json").read_text())
+    assert {r["source"] for r in ablations["experiments"]} == {"dvc", "hydra"}
+    assert ablations["static_final_accuracy"] is not None
+    assert ablations["random_baseline"]["accuracy"] is not None
+    proxy = json.loads((tiny_dag / "reports" / "proxy_ablation.json").read_text())
+    assert proxy["static"]["final_accuracy"] == ablations["static_final_accuracy"]
+    assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()
+
+
+def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
+    repo_copy = tiny_dag
 
     for batch in ("b1", "b2"):
         folder = repo_copy / "data" / "batches" / batch
@@ -98,3 +213,22 @@ def test_tiny_dag_then_import_a_batch(repo_copy: Path, tmp_path: Path):
     run(["dvc", "repro", "generate@2"], repo_copy)
     metrics = json.loads((repo_copy / "data/batches/clinic/generate.json").read_text())
     assert metrics["teacher"] == "imported" and metrics["accepted"] == 6
+
+
+def test_notebook_redraws_the_tiny_reports(tiny_dag: Path):
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "analysis.ipynb", 4)
+    os.environ["CIFT_REPORTS_DIR"] = str(tiny_dag / "reports")
+    try:
+        nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    finally:
+        os.environ.pop("CIFT_REPORTS_DIR")
+    images = [
+        o
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 3

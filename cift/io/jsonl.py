@@ -314,6 +314,11 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     _atomic_write(Path(path), write)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file (a report page) atomically."""
+    _atomic_write(Path(path), lambda handle: handle.write(text))
+
+
 def write_rejects(path: str | Path, rejects: Iterable[Reject]) -> int:
     """Write Reject records as JSONL atomically; returns the count."""
     return write_jsonl_atomic(path, (reject.to_dict() for reject in rejects))

@@ -1,0 +1,44 @@
+"""Writes the reports folder: the three JSON reports, the figures, and the HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cift.io.jsonl import write_json_atomic, write_text_atomic
+from cift.report.collect import Workspace, ifd_scores, proxy_ablation, summary, table1
+from cift.report.html import render
+from cift.report.plots import cost_rows, write_plots
+from cift.report.redundancy import Embed, minilm_embed
+
+REPORT_PAGE = "report.html"
+
+
+def write_reports(cfg: Any, root: str | Path = ".", embed: Embed = minilm_embed) -> dict:
+    """summary.json, table1.json, proxy_ablation.json, plots/ and report.html under
+    `paths.reports`. An `ablations.json` left there by `cift report --exps` supplies the static
+    chain's final accuracy and the extra cost/accuracy points."""
+    ws = Workspace(cfg, root)
+    ablations = ws.read(ws.reports / "ablations.json")
+    reports = {
+        "summary": summary(ws),
+        "table1": table1(ws),
+        "proxy_ablation": proxy_ablation(ws, embed, (ablations or {}).get("static_final_accuracy")),
+    }
+    for name, obj in reports.items():
+        write_json_atomic(ws.reports / f"{name}.json", obj)
+    write_plots(
+        ws.reports / "plots",
+        ws.batches,
+        ws.read(ws.reports / "continual.json"),
+        ifd_scores(ws),
+        cost_rows(reports["table1"], ablations),
+    )
+    write_page(ws.reports)
+    return reports
+
+
+def write_page(folder: Path) -> Path:
+    page = folder / REPORT_PAGE
+    write_text_atomic(page, render(folder))
+    return page

@@ -1,0 +1,138 @@
+"""The report files, read from one workspace's run folders (pure reads; `write_reports` writes).
+
+summary.json, table1.json and proxy_ablation.json have the layout the README documents; every
+figure comes from a metrics file a stage wrote, so a report never re-runs a model (the proxy
+ablation embeds prompts with MiniLM to count redundant selections).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cift.report.redundancy import Embed, minilm_embed, redundancy_per_batch
+
+TABLE1_KEYS = ("accuracy", "accuracy_ci", "fault_cases", "fault_rate", "n", "train_tokens")
+
+
+class Workspace:
+    """Where one experiment's files live, from its resolved config (params.yaml)."""
+
+    def __init__(self, cfg: Any, root: str | Path = ".") -> None:
+        root = Path(root)
+        self.cfg = cfg
+        self.exp = cfg.experiment_name
+        self.batches = [b.name for b in cfg.data.batches]
+        self.data = root / cfg.paths.data
+        self.runs = root / cfg.paths.runs / self.exp
+        self.reports = root / cfg.paths.reports
+
+    def read(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def jsonl(self, path: Path) -> list[dict]:
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def stage_files(self) -> dict[str, Path]:
+        """Each stage's metrics file (the ones that record their own `seconds`), in DAG order."""
+        files = {"general": self.data / "general" / "general.json"}
+        for b in self.batches:
+            files[f"generate@{b}"] = self.data / "batches" / b / "generate.json"
+        for b in self.batches:
+            files[f"filter@{b}"] = self.runs / b / "filter.json"
+            files[f"select_static@{b}"] = self.runs / b / "static" / "filter.json"
+            files[f"train@{b}"] = self.runs / b / "train.json"
+            files[f"evaluate@{b}"] = self.runs / b / "evaluate.json"
+        for arm in ("full", "filtered"):
+            files[f"table1@{arm}"] = self.runs / "table1" / f"{arm}.json"
+        files["continual"] = self.reports / "continual.json"
+        return files
+
+
+def seconds_per_stage(ws: Workspace) -> dict[str, float]:
+    out = {}
+    for stage, path in ws.stage_files().items():
+        metrics = ws.read(path)
+        if metrics and metrics.get("seconds") is not None:
+            out[stage] = metrics["seconds"]
+    return out
+
+
+def summary(ws: Workspace) -> dict:
+    deployed = [ws.read(ws.runs / b / "deployed.json") for b in ws.batches]
+    continual = ws.read(ws.reports / "continual.json") or {}
+    seconds = seconds_per_stage(ws)
+    final = next((d for d in reversed(deployed) if d), None)
+    return {
+        "experiment": ws.exp,
+        "profile": ws.cfg.get("profile_name"),
+        "batches": ws.batches,
+        "promotions": sum(1 for d in deployed if d and d.get("decision") == "promote"),
+        "final_production": final["version"] if final else None,
+        "ACC": continual.get("ACC"),
+        "BWT": continual.get("BWT"),
+        "FWT": continual.get("FWT"),
+        "wall_seconds": round(sum(seconds.values()), 1),
+        "seconds_per_stage": seconds,
+    }
+
+
+def table1(ws: Workspace) -> dict:
+    out = {}
+    for arm in ("full", "filtered"):
+        result = ws.read(ws.runs / "table1" / f"{arm}.json")
+        if result is None:
+            out[arm] = None
+            continue
+        out[arm] = {k: result.get(k) for k in TABLE1_KEYS} | {
+            "train_seconds": result.get("train_seconds"),
+            "vs_base": result.get("vs_base"),
+        }
+    full, filtered = out["full"], out["filtered"]
+    if full and filtered and full["train_tokens"]:
+        out["filtered"]["cost_ratio"] = round(filtered["train_tokens"] / full["train_tokens"], 3)
+    return out
+
+
+def proxy_ablation(
+    ws: Workspace, embed: Embed = minilm_embed, static_final: float | None = None
+) -> dict:
+    """Static (initial proxy) vs dynamic (the chain's proxy) selections on the same candidates,
+    both measured against the chain's own training history."""
+    dynamic = {b: ws.jsonl(ws.runs / b / "selected.jsonl") for b in ws.batches}
+    static = {b: ws.jsonl(ws.runs / b / "static" / "selected.jsonl") for b in ws.batches}
+    continual = ws.read(ws.reports / "continual.json") or {}
+    final = (continual.get("global") or {}).get("final") or {}
+    out = {}
+    for name, selection, accuracy in (
+        ("static", static, static_final),
+        ("dynamic", dynamic, final.get("accuracy")),
+    ):
+        per_batch = redundancy_per_batch(ws.batches, dynamic, selection, embed)
+        out[name] = {
+            "redundant_selected": sum(r["redundant_selected"] for r in per_batch),
+            "selected": sum(r["selected"] for r in per_batch),
+            "final_accuracy": accuracy,
+            "per_batch": per_batch,
+        }
+    return out
+
+
+def ifd_scores(ws: Workspace) -> list[dict]:
+    """Every scored candidate's IFD under both proxies: rows {batch, proxy, ifd}."""
+    rows = []
+    for b in ws.batches:
+        for proxy, path in (
+            ("dynamic", ws.runs / b / "scores.jsonl"),
+            ("static", ws.runs / b / "static" / "scores.jsonl"),
+        ):
+            rows += [
+                {"batch": b, "proxy": proxy, "ifd": s["ifd"]}
+                for s in ws.jsonl(path)
+                if s.get("ifd") is not None
+            ]
+    return rows

@@ -1,0 +1,118 @@
+"""Ablation results from queued DVC experiments (`dvc exp show --json`) and from Hydra
+multirun folders (`cift run -m`), merged into one `ablations.json`.
+
+Each experiment becomes one row: its name, where it came from, the experiment config it ran
+(`experiment_name`, `filter.name`, `proxy.mode`), the chain's continual metrics and final
+global-test accuracy, and batch 1's filtered arm (Table 1) when that stage ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict]) -> dict:
+    """One row from a run's params and its metrics files ({path: content})."""
+
+    def find(suffix: str) -> dict:
+        return next((m for p, m in metrics.items() if p.endswith(suffix) and m), {})
+
+    continual, filtered = find("continual.json"), find("table1/filtered.json")
+    final = (continual.get("global") or {}).get("final") or {}
+    return {
+        "name": name,
+        "source": source,
+        "experiment": params.get("experiment_name"),
+        "filter": (params.get("filter") or {}).get("name"),
+        "proxy": (params.get("proxy") or {}).get("mode"),
+        "ACC": continual.get("ACC"),
+        "BWT": continual.get("BWT"),
+        "FWT": continual.get("FWT"),
+        "final_accuracy": final.get("accuracy"),
+        "final_accuracy_ci": final.get("accuracy_ci"),
+        "table1_filtered_accuracy": filtered.get("accuracy"),
+        "table1_filtered_ci": filtered.get("accuracy_ci"),
+        "train_tokens": filtered.get("train_tokens"),
+    }
+
+
+def rows_from_dvc(show: list[dict]) -> list[dict]:
+    """Rows of `dvc exp show --json` (every experiment under every baseline commit)."""
+    rows = []
+    for baseline in show:
+        for group in baseline.get("experiments") or []:
+            for rev in group.get("revs") or []:
+                data = rev.get("data")
+                if not data:
+                    continue
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                metrics = {p: (m or {}).get("data") for p, m in (data.get("metrics") or {}).items()}
+                rows.append(
+                    experiment_row(rev.get("name") or rev["rev"][:7], "dvc", params, metrics)
+                )
+    return rows
+
+
+def dvc_exp_show(root: Path) -> list[dict]:
+    proc = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout or "[]")
+
+
+def rows_from_hydra(folders: Iterable[Path]) -> list[dict]:
+    """Rows of `cift run` job folders (each has params.yaml and its own reports/ and runs/)."""
+    rows = []
+    for folder in folders:
+        params = yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
+        metrics = {
+            str(p.relative_to(folder)): json.loads(p.read_text(encoding="utf-8"))
+            for pattern in ("reports/continual.json", "runs/*/table1/filtered.json")
+            for p in folder.glob(pattern)
+        }
+        rows.append(experiment_row(str(folder), "hydra", params, metrics))
+    return rows
+
+
+def hydra_job_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("multirun/*/*/*/params.yaml"))
+
+
+def merge(rows: list[dict]) -> dict[str, Any]:
+    """ablations.json: every row, plus the two figures the proxy ablation and Table 1 lack."""
+    static = next(
+        (r for r in rows if r["proxy"] == "static" and r["final_accuracy"] is not None), None
+    )
+    random = next(
+        (r for r in rows if r["filter"] == "random" and r["table1_filtered_accuracy"] is not None),
+        None,
+    )
+    arms = [
+        {
+            "arm": r["experiment"] or r["name"],
+            "train_tokens": r["train_tokens"],
+            "accuracy": r["table1_filtered_accuracy"],
+        }
+        for r in rows
+        if r["table1_filtered_accuracy"] is not None and r["train_tokens"]
+    ]
+    return {
+        "experiments": rows,
+        "static_final_accuracy": static["final_accuracy"] if static else None,
+        "random_baseline": (
+            {
+                "accuracy": random["table1_filtered_accuracy"],
+                "accuracy_ci": random["table1_filtered_ci"],
+                "train_tokens": random["train_tokens"],
+            }
+            if random
+            else None
+        ),
+        "table1_arms": arms,
+    }

@@ -1,0 +1,123 @@
+"""One self-contained HTML page (figures inlined as base64) from the reports folder's files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"[{value[0]:.3f}, {value[1]:.3f}]"
+    return html.escape(str(value))
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def image(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _load(folder: Path, name: str):
+    path = folder / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def render(folder: Path) -> str:
+    """The page for a reports folder: summary, Table 1, proxy ablation, continual, ablations."""
+    summary = _load(folder, "summary.json") or {}
+    table1 = _load(folder, "table1.json") or {}
+    proxy = _load(folder, "proxy_ablation.json") or {}
+    continual = _load(folder, "continual.json") or {}
+    ablations = _load(folder, "ablations.json")
+    parts = [f"<h1>cift report: {html.escape(str(summary.get('experiment', '?')))}</h1>"]
+    keys = [
+        "profile",
+        "batches",
+        "promotions",
+        "final_production",
+        "ACC",
+        "BWT",
+        "FWT",
+        "wall_seconds",
+    ]
+    parts.append(table([{"key": k, "value": summary.get(k)} for k in keys], ["key", "value"]))
+    parts.append("<h2>Table 1: full data vs the filtered third (batch 1, global test)</h2>")
+    arms = [{"arm": a, **r} for a, r in table1.items() if isinstance(r, dict)]
+    parts.append(
+        table(
+            arms,
+            ["arm", "n", "train_tokens", "train_seconds", "accuracy", "accuracy_ci", "fault_cases"],
+        )
+    )
+    parts.append("<h2>Proxy ablation: redundant selections (batches 2–N)</h2>")
+    rows = [
+        {"proxy": p, **{k: v for k, v in r.items() if k != "per_batch"}} for p, r in proxy.items()
+    ]
+    parts.append(table(rows, ["proxy", "selected", "redundant_selected", "final_accuracy"]))
+    per_batch = [{"proxy": p, **b} for p, r in proxy.items() for b in r.get("per_batch", [])]
+    parts.append(table(per_batch, ["proxy", "batch", "selected", "redundant_selected"]))
+    parts.append("<h2>Continual learning</h2>")
+    if continual.get("R"):
+        names = summary.get("batches") or [f"b{i + 1}" for i in range(len(continual["R"][0]))]
+        R = [
+            {"row": row, **dict(zip(names, values, strict=False))}
+            for row, values in zip(continual.get("rows", []), continual["R"], strict=False)
+        ]
+        parts.append(table(R, ["row", *names]))
+    parts.append(
+        table(
+            [
+                {"metric": k, "value": continual.get(k)}
+                for k in ("ACC", "BWT", "FWT", "general_win_rate")
+            ],
+            ["metric", "value"],
+        )
+    )
+    if ablations:
+        parts.append("<h2>Ablations (queued experiments and multiruns)</h2>")
+        parts.append(
+            table(
+                ablations.get("experiments", []),
+                [
+                    "name",
+                    "source",
+                    "final_accuracy",
+                    "table1_filtered_accuracy",
+                    "ACC",
+                    "BWT",
+                    "FWT",
+                ],
+            )
+        )
+    for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
+        parts.append(image(folder / "plots" / f"{name}.png"))
+    stages = summary.get("seconds_per_stage") or {}
+    parts.append("<h2>Seconds per stage</h2>")
+    parts.append(
+        table([{"stage": k, "seconds": v} for k, v in stages.items()], ["stage", "seconds"])
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>cift report</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )

@@ -1,0 +1,58 @@
+"""Redundant selections: a selected sample that repeats one already trained on in the chain.
+
+Redundant = the sample's instruction + input has MiniLM cosine >= `threshold` (0.95) with a
+sample selected for training on an earlier batch of the same chain. A proxy that learnt those
+samples scores their repeats low (IFD falls once the answer is known), so it selects fewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+def prompt_text(sample: dict) -> str:
+    return f"{sample.get('instruction', '')}\n{sample.get('input', '')}".strip()
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    from cift.scoring.embeddings import encode_sentences
+
+    return encode_sentences(texts)
+
+
+def redundancy_per_batch(
+    batches: Sequence[str],
+    history: dict[str, list[dict]],
+    selections: dict[str, list[dict]],
+    embed: Embed = minilm_embed,
+    threshold: float = 0.95,
+) -> list[dict]:
+    """For batches 2..N: {"batch", "selected", "redundant_selected"}.
+
+    `history[b]` = what the chain trained on at batch b (its selection); `selections[b]` = the
+    selection being measured (the chain's own, or another proxy's on the same candidates).
+    Everything is embedded in one batched call.
+    """
+    texts: dict[str, int] = {}
+    for rows in (*history.values(), *selections.values()):
+        for s in rows:
+            texts.setdefault(prompt_text(s), len(texts))
+    table = embed(list(texts)) if texts else np.zeros((0, 1), dtype=np.float32)
+
+    def vectors(rows: list[dict]) -> np.ndarray:
+        return table[[texts[prompt_text(s)] for s in rows]] if rows else table[:0]
+
+    out = []
+    for k, batch in enumerate(batches[1:], start=1):
+        seen = [s for b in batches[:k] for s in history.get(b, [])]
+        chosen = selections.get(batch, [])
+        redundant = 0
+        if seen and chosen:
+            sims = vectors(chosen) @ vectors(seen).T
+            redundant = int((sims.max(axis=1) >= threshold - 1e-6).sum())
+        out.append({"batch": batch, "selected": len(chosen), "redundant_selected": redundant})
+    return out

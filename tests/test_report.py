@@ -1,0 +1,246 @@
+"""The reports folder from hand-built run files: redundancy counts, summary, Table 1, the page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+from cift.report.build import write_reports
+from cift.report.collect import Workspace, seconds_per_stage, summary, table1
+from cift.report.redundancy import prompt_text, redundancy_per_batch
+
+
+def topic_embed(texts: list[str]) -> np.ndarray:
+    """Unit vectors by the text's first word: same first word = cosine 1, else 0."""
+    words = sorted({t.split()[0] for t in texts})
+    out = np.zeros((len(texts), len(words)), dtype=np.float32)
+    for i, t in enumerate(texts):
+        out[i, words.index(t.split()[0])] = 1.0
+    return out
+
+
+def sample(word: str, n: int = 0) -> dict:
+    return {"id": f"{word}-{n}", "instruction": f"{word} case {n}", "input": "", "output": "x"}
+
+
+def test_redundant_means_close_to_something_trained_on_earlier():
+    history = {"b1": [sample("cough")], "b2": [sample("rash")], "b3": []}
+    selections = {
+        "b1": [sample("cough")],
+        "b2": [sample("cough", 1), sample("fever")],  # repeats b1's topic once
+        "b3": [sample("rash", 2), sample("cough", 3), sample("gout")],  # b1 and b2 both count
+    }
+    rows = redundancy_per_batch(["b1", "b2", "b3"], history, selections, topic_embed)
+    assert rows == [
+        {"batch": "b2", "selected": 2, "redundant_selected": 1},
+        {"batch": "b3", "selected": 3, "redundant_selected": 2},
+    ]
+    # the threshold is a cosine: orthogonal prompts are never redundant
+    assert (
+        redundancy_per_batch(
+            ["b1", "b2"], {"b1": [sample("a")]}, {"b2": [sample("b")]}, topic_embed
+        )[0]["redundant_selected"]
+        == 0
+    )
+    assert prompt_text({"instruction": "i", "input": "ctx"}) == "i\nctx"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    cfg = OmegaConf.create(
+        {
+            "experiment_name": "main",
+            "profile_name": "tiny",
+            "paths": {"data": "data", "runs": "runs", "reports": "reports"},
+            "data": {"batches": [{"name": "b1"}, {"name": "b2"}]},
+        }
+    )
+    runs, data = tmp_path / "runs" / "main", tmp_path / "data"
+    write_json_atomic(data / "general" / "general.json", {"seconds": 10.0})
+    for b, decision, version in (("b1", "promote", "main/b1"), ("b2", "keep", "main/b1")):
+        write_json_atomic(data / "batches" / b / "generate.json", {"seconds": 5.0})
+        write_json_atomic(runs / b / "train.json", {"seconds": 7.5})
+        write_json_atomic(runs / b / "deployed.json", {"version": version, "decision": decision})
+    write_jsonl_atomic(runs / "b1" / "selected.jsonl", [sample("cough")])
+    write_jsonl_atomic(runs / "b2" / "selected.jsonl", [sample("fever")])
+    write_jsonl_atomic(runs / "b2" / "static" / "selected.jsonl", [sample("cough", 1)])
+    for b in ("b1", "b2"):
+        write_jsonl_atomic(runs / b / "scores.jsonl", [{"id": "x", "ifd": 0.5}])
+        write_jsonl_atomic(runs / b / "static" / "scores.jsonl", [{"id": "x", "ifd": 0.9}])
+    for arm, n, tokens, acc in (("full", 30, 9000, 0.2), ("filtered", 10, 3000, 0.25)):
+        write_json_atomic(
+            runs / "table1" / f"{arm}.json",
+            {
+                "accuracy": acc,
+                "accuracy_ci": [0.1, 0.3],
+                "fault_cases": 3,
+                "fault_rate": 0.1,
+                "n": n,
+                "train_tokens": tokens,
+                "train_seconds": 12.0,
+                "seconds": 20.0,
+                "vs_base": {"diff": acc},
+            },
+        )
+    write_json_atomic(
+        tmp_path / "reports" / "continual.json",
+        {
+            "R": [[0.0, 0.0], [0.5, 0.0], [0.5, 0.25]],
+            "ACC": 0.375,
+            "BWT": 0.0,
+            "FWT": 0.0,
+            "general_win_rate": 0.5,
+            "rows": ["main/base", "main/b1", "main/b1"],
+            "global": {"final": {"accuracy": 0.3}},
+            "seconds": 30.0,
+        },
+    )
+    return Workspace(cfg, tmp_path)
+
+
+def test_summary_and_table1_follow_the_documented_layout(workspace: Workspace):
+    s = summary(workspace)
+    assert s == {
+        "experiment": "main",
+        "profile": "tiny",
+        "batches": ["b1", "b2"],
+        "promotions": 1,
+        "final_production": "main/b1",
+        "ACC": 0.375,
+        "BWT": 0.0,
+        "FWT": 0.0,
+        "wall_seconds": 10 + 2 * 5 + 2 * 7.5 + 2 * 20 + 30,
+        "seconds_per_stage": s["seconds_per_stage"],
+    }
+    assert list(seconds_per_stage(workspace)) == [
+        "general",
+        "generate@b1",
+        "generate@b2",
+        "train@b1",
+        "train@b2",
+        "table1@full",
+        "table1@filtered",
+        "continual",
+    ]
+    t = table1(workspace)
+    assert set(t) == {"full", "filtered"}
+    for arm in t.values():
+        assert {
+            "accuracy",
+            "accuracy_ci",
+            "fault_cases",
+            "fault_rate",
+            "n",
+            "train_tokens",
+            "train_seconds",
+        } <= set(arm)
+    assert t["filtered"]["cost_ratio"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_write_reports_writes_every_file_and_a_self_contained_page(workspace: Workspace):
+    root = workspace.reports.parent
+    (workspace.reports / "ablations.json").write_text(
+        json.dumps(
+            {
+                "static_final_accuracy": 0.1,
+                "table1_arms": [{"arm": "random", "train_tokens": 2900, "accuracy": 0.05}],
+                "experiments": [{"name": "static_proxy", "final_accuracy": 0.1}],
+            }
+        )
+    )
+    reports = write_reports(workspace.cfg, root, topic_embed)
+    proxy = json.loads((workspace.reports / "proxy_ablation.json").read_text())
+    assert proxy == reports["proxy_ablation"]
+    assert proxy["static"]["per_batch"] == [{"batch": "b2", "selected": 1, "redundant_selected": 1}]
+    assert proxy["dynamic"]["redundant_selected"] == 0
+    assert proxy["static"]["final_accuracy"] == 0.1 and proxy["dynamic"]["final_accuracy"] == 0.3
+    for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
+        png = workspace.reports / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((png.with_suffix(".json")).read_text())
+    cost = json.loads((workspace.reports / "plots" / "cost_vs_accuracy.json").read_text())
+    assert [r["arm"] for r in cost] == ["full", "filtered", "random"]
+    page = (workspace.reports / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "static_proxy" in page
+    assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
+
+
+def dvc_show(name: str, params: dict, metrics: dict) -> dict:
+    data = {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {p: {"data": m} for p, m in metrics.items()},
+    }
+    return {"revs": [{"rev": "a" * 40, "name": name, "data": data}], "name": name}
+
+
+def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
+    from cift.report import exps
+
+    show = [
+        {"rev": "workspace", "data": {}, "experiments": None},
+        {
+            "rev": "b" * 40,
+            "name": "main",
+            "experiments": [
+                dvc_show(
+                    "static-run",
+                    {
+                        "experiment_name": "static_proxy",
+                        "proxy": {"mode": "static"},
+                        "filter": {"name": "ifd"},
+                    },
+                    {
+                        "reports/continual.json": {
+                            "ACC": 0.4,
+                            "BWT": -0.1,
+                            "FWT": 0.0,
+                            "global": {"final": {"accuracy": 0.22}},
+                        }
+                    },
+                ),
+                {"revs": [{"rev": "c" * 40, "name": "failed", "data": None}]},
+            ],
+        },
+    ]
+    job = tmp_path / "multirun" / "2026-11-21" / "10-00-00" / "0"
+    (job / "runs" / "random_subset" / "table1").mkdir(parents=True)
+    (job / "params.yaml").write_text(
+        "experiment_name: random_subset\nfilter: {name: random}\nproxy: {mode: dynamic}\n"
+    )
+    (job / "runs" / "random_subset" / "table1" / "filtered.json").write_text(
+        json.dumps({"accuracy": 0.05, "accuracy_ci": [0.0, 0.1], "train_tokens": 2900})
+    )
+    rows = exps.rows_from_dvc(show) + exps.rows_from_hydra(exps.hydra_job_folders(tmp_path))
+    assert [(r["name"], r["source"]) for r in rows] == [("static-run", "dvc"), (str(job), "hydra")]
+    merged = exps.merge(rows)
+    assert merged["static_final_accuracy"] == 0.22
+    assert merged["random_baseline"] == {
+        "accuracy": 0.05,
+        "accuracy_ci": [0.0, 0.1],
+        "train_tokens": 2900,
+    }
+    assert merged["table1_arms"] == [
+        {"arm": "random_subset", "train_tokens": 2900, "accuracy": 0.05}
+    ]
+
+
+def test_wandb_report_is_built_without_a_network():
+    from cift.report.wandb_report import build_report
+
+    report = build_report(
+        "team",
+        "cift",
+        {
+            "experiments": [
+                {"name": "static_proxy", "final_accuracy": 0.2, "table1_filtered_accuracy": None}
+            ]
+        },
+    )
+    assert report.project == "cift" and report.entity == "team"
+    assert "static_proxy" in report.blocks[1].text
+    assert report.blocks[2].runsets[0].groupby == ["group"]
