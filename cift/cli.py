@@ -189,6 +189,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality_report(args: argparse.Namespace) -> int:
+    from cift.config import compose_config, load_params
+    from cift.data.quality import quality_parts, quality_report, write_quality_page
+    from cift.io.jsonl import read_jsonl_trusted, read_samples
+
+    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    read = read_samples(args.file)
+    for r in read.rejects:
+        print(f"{args.file}:{r.line}: {r.field or '(line)'}: {r.reason}", file=sys.stderr)
+    records = read_jsonl_trusted(args.records) if args.records else []
+    count, embed, grade = quality_parts(cfg, records)
+    report = quality_report(read.accepted, count, embed, grade, float(cfg.quality.threshold))
+    if args.out:
+        prompts = count([s["instruction"] for s in read.accepted])
+        write_quality_page(args.out, Path(args.file).name, report, prompts)
+    print(json.dumps(report))
+    return 0
+
+
 RUN_HELP = """usage: cift run [--target STAGE]... [--data DIR] [HYDRA ARGS...]
 
 The DVC stages in DAG order, in-process, as a Hydra app: `cift run -m experiment=a,b` runs one
@@ -297,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     from cift.serve.cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+
+    quality = sub.add_parser("quality", help="dataset quality").add_subparsers(
+        dest="quality_command", required=True
+    )
+    p = quality.add_parser("report", help="Dial-insight metrics of a sample file; last line JSON")
+    p.add_argument("file", help="Alpaca JSONL (meta.condition enables label_quality)")
+    p.add_argument("--records", help="the records JSONL the samples came from (faithfulness)")
+    p.add_argument("--out", help="also write quality.json, quality.png and quality.html here")
+    add_set_option(p)
+    p.set_defaults(func=cmd_quality_report)
 
     p = sub.add_parser("report", help="reports/ from the run folders: JSON, figures, HTML page")
     p.add_argument(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cift.generate.validate import _normalise_diagnosis, is_degenerate, parse_answer
+from cift.generate.validate import is_degenerate, normalise_diagnosis, parse_answer
 
 FAULT_KINDS = ("empty", "degenerate_repetition", "no_diagnosis")
 _MAX_JSON_STARTS = 64  # "{" positions tried per text when looking for a JSON object
@@ -68,7 +68,7 @@ def extract_diagnosis(text: object, kb: Any, *, strict: bool = False) -> str | N
     raw = raw_diagnosis(text)
     if raw is None:
         return None
-    canonical = _normalise_diagnosis(kb, raw)
+    canonical = normalise_diagnosis(kb, raw)
     if canonical is not None or strict:
         return canonical
     return raw.strip().rstrip(".!").strip() or None

@@ -186,7 +186,7 @@ def is_degenerate(text: str) -> bool:
     return grams.most_common(1)[0][1] * 4 / len(words) > MAX_NGRAM_SHARE
 
 
-def _normalise_diagnosis(kb: Any, raw: str) -> str | None:
+def normalise_diagnosis(kb: Any, raw: str) -> str | None:
     candidates = [raw, re.sub(r"\([^)]*\)", "", raw), re.split(r"[,;(]| - ", raw)[0]]
     candidates.append(re.sub(r"^(?:the\s+)?(?:most\s+likely\s+|probable\s+|likely\s+)", "", raw))
     for cand in candidates:
@@ -201,7 +201,7 @@ def validate_answer(text: str, record: dict, kb: Any, *, min_steps: int = 3) -> 
     no_steps, too_few_steps, no_diagnosis, wrong_diagnosis, unfaithful:<term>, no_advice,
     degenerate_repetition."""
     parsed = parse_answer(text)
-    canonical = _normalise_diagnosis(kb, parsed["diagnosis"]) if parsed["diagnosis"] else None
+    canonical = normalise_diagnosis(kb, parsed["diagnosis"]) if parsed["diagnosis"] else None
     structured = {
         "steps": parsed["steps"],
         "diagnosis": canonical or parsed["diagnosis"],
