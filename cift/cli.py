@@ -68,6 +68,30 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_export_dpo(args: argparse.Namespace) -> int:
+    from cift.config import compose_config, load_params
+    from cift.data.dpo import deployed_preference, preference_pairs
+    from cift.io.jsonl import read_jsonl_trusted, write_jsonl_atomic
+
+    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    folder = Path(cfg.paths.runs) / cfg.experiment_name / args.batch
+    if not (folder / "rejected.jsonl").is_file():
+        print(
+            f"{folder / 'rejected.jsonl'}: not found; run `dvc repro filter` first", file=sys.stderr
+        )
+        return 1
+    pairs, counts = preference_pairs(
+        read_jsonl_trusted(folder / "rejected.jsonl"),
+        read_jsonl_trusted(folder / "selected.jsonl"),
+        cfg.system_prompt,
+        deployed_preference(cfg, args.batch) if args.deployed else None,
+    )
+    out = Path(args.out or folder / "dpo.jsonl")
+    write_jsonl_atomic(out, pairs)
+    print(json.dumps({"out": str(out), **counts}))
+    return 0
+
+
 BENCHES = {
     "ifd": "cift.scoring.bench_ifd",
     "diversity": "cift.scoring.bench_diversity",
@@ -275,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--format", default="sharegpt", choices=["alpaca", "sharegpt", "messages"])
     p.set_defaults(func=cmd_data_export)
+
+    p = data.add_parser(
+        "export-dpo",
+        help="preference pairs (TRL DPO format) from a batch's filtered-out valid samples",
+    )
+    p.add_argument("batch", help="batch name, e.g. b1")
+    p.add_argument("--out", help="JSONL (default runs/<exp>/<batch>/dpo.jsonl)")
+    p.add_argument(
+        "--deployed",
+        action="store_true",
+        help="for samples with no selected alternative, the deployed model's answer "
+        "when the judge prefers it in both orders",
+    )
+    add_set_option(p)
+    p.set_defaults(func=cmd_data_export_dpo)
 
     score = sub.add_parser("score", help="score a sample file").add_subparsers(
         dest="score_command", required=True

@@ -42,6 +42,7 @@ def main(name: str, static: bool = False) -> None:
         proxy_adapter=proxy["adapter_path"],
         seed=cfg.seed,
         n_in=len(read.accepted),
+        extra={"reference": expert_answers(cfg, name)},
     )
     kept, rejected, scores, summary = run_filter(read.accepted, build_steps(cfg.filter), ctx)
     rejected += [
@@ -67,6 +68,22 @@ def main(name: str, static: bool = False) -> None:
     with stage_run(cfg, stage, name=f"{exp}/{stage}/{name}") as run:
         run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
     print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
+
+
+def expert_answers(cfg, name: str):
+    """sample -> the KB-built expert answer for its record (G-DIG's seed set), or None."""
+    from cift.generate.batches import domain_kb, reference_sample
+    from cift.io.jsonl import read_jsonl_trusted
+
+    path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
+    records = {r["id"]: r for r in read_jsonl_trusted(path)} if path.is_file() else {}
+    kb = domain_kb(cfg) if records else None
+
+    def reference(sample: dict) -> dict | None:
+        record = records.get((sample.get("meta") or {}).get("record_id"))
+        return reference_sample(record, kb, cfg) if record else None
+
+    return reference
 
 
 if __name__ == "__main__":

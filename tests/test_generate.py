@@ -184,3 +184,13 @@ def test_local_teacher_batches_in_order_with_stops(tmp_path):
     again = teacher.generate(reqs, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
     assert [r.text for r in again] == [r.text for r in out]  # greedy is deterministic
     json.dumps([r.__dict__ for r in out])
+
+
+def test_answers_per_record_gives_distinct_ids_and_resumes(kb, records, tmp_path):
+    teacher = KBTemplateTeacher(kb=str(KB_PATH))
+    two = settings(answers_per_record=2)
+    result = generate_cot(records, teacher, kb, two, tmp_path / "p.jsonl", ["lay"])
+    ids = sorted(s["id"] for s in result.samples)
+    assert ids == sorted(f"{r['id']}-a{j}" for r in records for j in (1, 2))
+    again = generate_cot(records, teacher, kb, two, tmp_path / "p.jsonl", ["lay"])
+    assert sorted(s["id"] for s in again.samples) == ids  # nothing asked twice

@@ -28,7 +28,11 @@ STEPS: dict[str, type] = {
     "random": RandomFraction,
 }
 # Registered by dotted path so that importing the pipeline does not import the scoring engine.
-_LAZY_STEPS = {"ifd": "cift.filters.ifd.IFDFilter", "simdiv": "cift.filters.simdiv.SimDivFilter"}
+_LAZY_STEPS = {
+    "ifd": "cift.filters.ifd.IFDFilter",
+    "simdiv": "cift.filters.simdiv.SimDivFilter",
+    "gdig": "cift.filters.gdig.GDIGFilter",
+}
 _QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
 
 

@@ -209,6 +209,7 @@ def synthetic_batch(cfg: DictConfig, name: str) -> dict:
         blind=blind,
         decoding=decoding,
         seed=cfg.seed,
+        answers_per_record=int(g.get("answers_per_record", 1)),
     )
     styles = list(cfg.data.styles)
     cot = generate_cot(splits["train"], teacher, kb, settings, progress_path(cfg, name), styles)

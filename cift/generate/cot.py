@@ -33,6 +33,7 @@ class GenerationSettings:
     decoding: str = "single"  # single: one call | staged: steps, then diagnosis, then advice
     chunk_size: int = 64
     seed: int = 0
+    answers_per_record: int = 1  # ≥ 2 gives preference pairs (cift data export-dpo) a choice
 
 
 @dataclass
@@ -91,24 +92,29 @@ def generate_cot(
     progress: Path,
     styles: list[str],
 ) -> GenerationResult:
-    """Valid CoT samples for `records` (one answer each), with every invalid attempt kept."""
+    """Valid CoT samples for `records` (`settings.answers_per_record` answers each, ids
+    `<record>-a1`, `-a2` …), with every invalid attempt kept."""
     log = ProgressLog(progress)
-    done = {e["record_id"] for e in log.entries if e["status"] == "valid"}
-    tries = Counter(e["record_id"] for e in log.entries)
+    done = {_slot(e) for e in log.entries if e["status"] == "valid"}
+    tries = Counter(_slot(e) for e in log.entries)
     tasks = {r["id"]: sample_task(r, kb, styles, settings.seed) for r in records}
+    slots = [(r, j) for r in records for j in range(1, settings.answers_per_record + 1)]
     for attempt in range(settings.max_retries + 1):
-        pending = [r for r in records if r["id"] not in done and tries[r["id"]] == attempt]
+        pending = [
+            (r, j) for r, j in slots if (r["id"], j) not in done and tries[(r["id"], j)] == attempt
+        ]
         for start in range(0, len(pending), settings.chunk_size):
             chunk = pending[start : start + settings.chunk_size]
             seed = settings.seed + 100_003 * attempt + start
-            texts, tokens, secs = _ask(teacher, chunk, tasks, kb, settings, seed)
+            texts, tokens, secs = _ask(teacher, [r for r, _ in chunk], tasks, kb, settings, seed)
             entries = []
-            for record, text in zip(chunk, texts, strict=True):
-                entries.append(_judge(record, text, tasks[record["id"]], kb, settings, attempt))
-                tries[record["id"]] += 1
+            for (record, j), text in zip(chunk, texts, strict=True):
+                task = tasks[record["id"]]
+                entries.append(_judge(record, text, task, kb, settings, attempt, answer=j))
+                tries[(record["id"], j)] += 1
             entries[0]["tokens"], entries[0]["seconds"] = tokens, secs
             log.append(entries)
-            done |= {e["record_id"] for e in entries if e["status"] == "valid"}
+            done |= {_slot(e) for e in entries if e["status"] == "valid"}
     result = _collect(log.entries)
     for sample in result.samples:
         sample["meta"]["teacher"] = teacher.name
@@ -176,9 +182,13 @@ def _cut(text: str, stops: list[str]) -> str:
     return text[: min(ends)] if ends else text
 
 
-def _judge(record, text, task, kb, s: GenerationSettings, attempt: int) -> dict:
+def _slot(entry: dict) -> tuple[str, int]:
+    return entry["record_id"], entry.get("answer", 1)  # logs before answers_per_record: 1
+
+
+def _judge(record, text, task, kb, s: GenerationSettings, attempt: int, answer: int = 1) -> dict:
     verdict = validate_answer(text, record, kb, min_steps=s.min_steps)
-    entry = {"record_id": record["id"], "attempt": attempt, "text": text}
+    entry = {"record_id": record["id"], "answer": answer, "attempt": attempt, "text": text}
     if not verdict.valid:
         final = attempt >= s.max_retries
         return {**entry, "status": "invalid", "reason": verdict.reason, "final": final}
@@ -195,7 +205,7 @@ def _judge(record, text, task, kb, s: GenerationSettings, attempt: int) -> dict:
         record,
         task,
         structured,
-        sample_id=f"{record['id']}-a1",
+        sample_id=f"{record['id']}-a{answer}",
         source="teacher",
         generation=generation,
     )
@@ -211,6 +221,9 @@ def _collect(entries: list[dict]) -> GenerationResult:
             out.samples.append(e["sample"])
         else:
             out.rejects.append(
-                {k: e[k] for k in ("record_id", "attempt", "reason", "final", "text")}
+                {
+                    k: e.get(k, 1)
+                    for k in ("record_id", "answer", "attempt", "reason", "final", "text")
+                }
             )
     return out
