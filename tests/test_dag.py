@@ -171,6 +171,40 @@ def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
     assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()
 
 
+def test_tiny_selector_comparison(tiny_dag: Path):
+    """Every selector on batch 1, same candidates, each arm scored on the global test set."""
+    started = time.perf_counter()
+    cli = [sys.executable, "-m", "cift.cli"]
+    filters = ["ifd", "random", "simdiv", "gdig", "none"]
+    run(
+        [
+            *cli,
+            "run",
+            "-m",
+            "experiment=compare_selectors",
+            f"filter={','.join(filters)}",
+            "profile=tiny",
+            "train.max_length=192",
+            "--target",
+            "table1@filtered",
+            "--data",
+            "data",
+            "logger=none",
+        ],
+        tiny_dag,
+    )
+    run([*cli, "report", "--exps", "--page-only"], tiny_dag)
+    print(f"tiny selector comparison: {time.perf_counter() - started:.0f} s")
+    rows = json.loads((tiny_dag / "reports" / "ablations.json").read_text())["experiments"]
+    arms = {r["filter"]: r for r in rows if (r["experiment"] or "").startswith("compare_")}
+    assert set(arms) == set(filters)
+    for arm in arms.values():
+        assert 0.0 <= arm["table1_filtered_accuracy"] <= 1.0 and arm["train_tokens"] > 0
+    assert arms["none"]["train_tokens"] > arms["ifd"]["train_tokens"]
+    page = (tiny_dag / "reports" / "report.html").read_text()
+    assert "compare_selectors_gdig" in page
+
+
 def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
     repo_copy = tiny_dag
 

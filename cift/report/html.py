@@ -95,18 +95,37 @@ def render(folder: Path) -> str:
         )
     )
     if ablations:
-        parts.append("<h2>Ablations (queued experiments and multiruns)</h2>")
+        rows = ablations.get("experiments", [])
+        chains = [r for r in rows if r.get("final_accuracy") is not None]
+        arms = [r for r in rows if r.get("table1_filtered_accuracy") is not None]
+        parts.append("<h2>Ablation chains (queued experiments and multiruns)</h2>")
         parts.append(
             table(
-                ablations.get("experiments", []),
+                chains,
                 [
                     "name",
                     "source",
+                    "proxy",
+                    "filter",
                     "final_accuracy",
-                    "table1_filtered_accuracy",
+                    "final_accuracy_ci",
                     "ACC",
                     "BWT",
                     "FWT",
+                ],
+            )
+        )
+        parts.append("<h2>Selectors on batch 1 (global test)</h2>")
+        parts.append(
+            table(
+                arms,
+                [
+                    "experiment",
+                    "filter",
+                    "source",
+                    "table1_filtered_accuracy",
+                    "table1_filtered_ci",
+                    "train_tokens",
                 ],
             )
         )
