@@ -352,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
 
+    from cift.bank.cli import add_parser as add_bank_parser
     from cift.serve.cli import add_parser as add_serve_parser
+
+    add_bank_parser(sub)
 
     add_serve_parser(sub)
 
