@@ -52,6 +52,36 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from cift.bank.select import kshot_examples, score_adapters, select_group
+    from cift.bank.store import bank
+    from cift.config import compose_config, load_params
+    from cift.registry.cli import _registry
+
+    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    weights = [float(w) for w in args.weights.split(",")]
+    if len(weights) != 3:
+        print(f"--weights {args.weights!r}: need three numbers a,b,c", file=sys.stderr)
+        return 2
+    adapters = {r["version"]: r["adapter_path"] for r in bank(_registry(args)) if r["adapter_path"]}
+    if not adapters:
+        print("cift bank select: the bank has no adapters yet", file=sys.stderr)
+        return 1
+    kshot = kshot_examples(args.kshot, args.k, cfg.seed)
+    selected, scores = select_group(score_adapters(cfg, adapters, kshot), args.top, weights)
+    print(
+        json.dumps(
+            {
+                "selected": selected,
+                "scores": scores,
+                "weights": dict(zip(("accuracy", "gold_ppl", "diversity"), weights, strict=True)),
+                "k": len(kshot),
+            }
+        )
+    )
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from cift.registry.store import RegistryError
@@ -89,3 +119,16 @@ def add_parser(sub: Any) -> None:
 
     p = command("list", cmd_list, "every adapter with its source")
     p.add_argument("--json", action="store_true")
+
+    p = command("select", cmd_select, "K-shot guided expert selection; last line JSON")
+    p.add_argument("--kshot", required=True, help="JSONL of labelled examples of the task")
+    p.add_argument(
+        "--k", type=int, default=5, help="examples used (first k after a seeded shuffle)"
+    )
+    p.add_argument("--top", type=int, default=3, help="adapters chosen")
+    p.add_argument(
+        "--weights",
+        default="1,1,0.5",
+        help="a,b,c: accuracy, gold perplexity, diversity (λ); 1,0,0 = accuracy alone",
+    )
+    add_set_option(p)
