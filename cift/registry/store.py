@@ -50,6 +50,7 @@ META = "meta.json"
 CARD = "model_card.md"
 WEIGHTS = "adapter_model.safetensors"
 ADAPTER_META = "cift_adapter.json"
+MOE_CONFIG = "moe_config.json"  # a mixture of LoRA experts (cift.bank.moe) instead of a LoRA
 BASE_ID = "v0000"
 PRODUCTION, PROXY, CANDIDATE = "production", "proxy", "candidate"
 RESERVED = {"base": BASE_ID}  # names that resolve to a version but cannot be tagged
@@ -189,8 +190,8 @@ def check_adapter_folder(folder: str | Path) -> Path:
     if not weights.is_file():
         raise Refused(f"{folder}: no {WEIGHTS} (only safetensors adapters are accepted)")
     check_safetensors(weights)
-    if not (folder / "adapter_config.json").is_file():
-        raise Refused(f"{folder}: no adapter_config.json")
+    if not (folder / "adapter_config.json").is_file() and not (folder / MOE_CONFIG).is_file():
+        raise Refused(f"{folder}: no adapter_config.json (nor {MOE_CONFIG})")
     return folder
 
 

@@ -110,6 +110,10 @@ class MergedLoader:
             return base.model, base.tokenizer
         check_base_hash(info.adapter_path, base.base_hash)
         model = copy.deepcopy(base.model)
+        from cift.bank.moe import attach_moe, is_moe
+
+        if is_moe(info.adapter_path):  # a mixture of LoRA experts: routed, never merged
+            return attach_moe(model, info.adapter_path).eval(), base.tokenizer
         if merge_lora_into(model, info.adapter_path):
             return model.eval(), base.tokenizer
         peft = load_adapter(model, info.adapter_path, base.base_hash)  # DoRA, patterns, …

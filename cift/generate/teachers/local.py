@@ -39,10 +39,15 @@ class LocalTeacher:
         if self._loaded is None:
             self._loaded = self.spec.load(self.device)
             if self.adapter:
-                from peft import PeftModel
+                from cift.bank.moe import attach_moe, is_moe
 
-                merged = PeftModel.from_pretrained(self._loaded.model, str(self.adapter))
-                self._loaded.model = merged.merge_and_unload().eval()
+                if is_moe(self.adapter):  # a mixture of LoRA experts cannot be merged
+                    self._loaded.model = attach_moe(self._loaded.model, self.adapter).eval()
+                else:
+                    from peft import PeftModel
+
+                    merged = PeftModel.from_pretrained(self._loaded.model, str(self.adapter))
+                    self._loaded.model = merged.merge_and_unload().eval()
         return self._loaded
 
     def prompt_text(self, request: TeacherRequest) -> str:
