@@ -205,6 +205,71 @@ def test_tiny_selector_comparison(tiny_dag: Path):
     assert "compare_selectors_gdig" in page
 
 
+def test_tiny_bank_select_moe_evaluate(tiny_dag: Path):
+    """The chain's adapters as a bank: K-shot selection, a MoE over them, its evaluation."""
+    started = time.perf_counter()
+    cli = [sys.executable, "-m", "cift.cli"]
+    reg = ["--registry", "bank"]
+    run([*cli, "registry", "publish", "runs/main", *reg], tiny_dag)
+    kshot = "data/batches/b2/val.jsonl"
+    out = run(
+        [
+            *cli,
+            "bank",
+            "select",
+            "--kshot",
+            kshot,
+            "--k",
+            "2",
+            "--top",
+            "2",
+            *reg,
+            "-S",
+            "profile=tiny",
+        ],
+        tiny_dag,
+    ).stdout
+    chosen = json.loads(out.strip().splitlines()[-1])
+    assert len(chosen["selected"]) == 2 and chosen["k"] == 2
+    assert set(next(iter(chosen["scores"].values()))) == {
+        "accuracy",
+        "gold_ppl",
+        "diversity",
+        "combined",
+    }
+    run(
+        [
+            *cli,
+            "bank",
+            "moe",
+            "--experts",
+            ",".join(chosen["selected"]),
+            "--kshot",
+            kshot,
+            "--k",
+            "2",
+            "--pool",
+            "data/batches/b2/train.jsonl",
+            "--epochs",
+            "1",
+            "--name",
+            "mix",
+            *reg,
+            "-S",
+            "profile=tiny",
+        ],
+        tiny_dag,
+    )
+    listed = json.loads(run([*cli, "bank", "list", "--json", *reg], tiny_dag).stdout)
+    assert any(r["source"] == "moe" and "mix" in r["aliases"] for r in listed)
+    out = run([*cli, "bank", "eval-moe", "mix", *reg, "-S", "profile=tiny"], tiny_dag).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    print(f"tiny bank → select → MoE → evaluate: {time.perf_counter() - started:.0f} s")
+    assert set(report["splits"]) >= {"all_correct", "all_incorrect", "mixed", "best_expert"}
+    assert sum(report["routing"]["expert_load"]) == pytest.approx(1.0)
+    assert "bwt_moe" in report["continual"]
+
+
 def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
     repo_copy = tiny_dag
 

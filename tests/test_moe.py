@@ -106,3 +106,20 @@ def test_router_training_moves_only_the_router_and_records_routing(experts):
     stats = routing_stats(model)
     assert 0 < stats["routing_entropy"] <= torch.log(torch.tensor(3.0)).item() + 1e-6
     assert sum(stats["expert_load"]) == pytest.approx(1.0)
+
+
+def test_split_table_against_the_best_expert():
+    from cift.bank.evaluate import bwt, split_table
+
+    experts = {
+        "e1": {"a": True, "b": True, "c": False, "d": False},  # best overall (0.5)
+        "e2": {"a": True, "b": False, "c": True, "d": False},
+    }
+    moe = {"a": True, "b": True, "c": True, "d": False}
+    table = split_table(experts, moe)
+    assert table["best_expert"] == "e1"
+    assert table["all_correct"] == {"n": 1, "moe_accuracy": 1.0, "best_expert_accuracy": 1.0}
+    assert table["all_incorrect"] == {"n": 1, "moe_accuracy": 0.0, "best_expert_accuracy": 0.0}
+    assert table["mixed"] == {"n": 2, "moe_accuracy": 1.0, "best_expert_accuracy": 0.5}
+    assert table["overall"]["moe"] == 0.75
+    assert bwt([0.5, 0.4, 0.9], [0.6, 0.4, 0.9]) == pytest.approx(-0.05)

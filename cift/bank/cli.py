@@ -82,6 +82,134 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_moe(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+
+    from cift.bank.moe import build_moe, expert_tensors, save_moe, train_router
+    from cift.bank.select import kshot_examples
+    from cift.config import compose_config, load_params
+    from cift.registry.cli import _registry
+
+    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    registry = _registry(args)
+    experts = [registry.show(name) for name in args.experts.split(",")]
+    if any(e["adapter_path"] is None for e in experts):
+        print("cift bank moe: the base (v0000) is not an expert", file=sys.stderr)
+        return 2
+    data = kshot_examples(args.kshot, args.k, cfg.seed)
+    chosen = 0
+    if args.pool:
+        from cift.filters.base import FilterContext
+        from cift.filters.pipeline import run_filter
+        from cift.filters.simdiv import SimDivFilter
+        from cift.io.jsonl import read_samples
+
+        pool = read_samples(args.pool).accepted
+        step = SimDivFilter(k=args.k, fraction=args.pool_fraction, kshot_file=args.kshot)
+        kept = run_filter(pool, [step], FilterContext(seed=cfg.seed, n_in=len(pool)))[0]
+        chosen, data = len(kept), data + kept
+    loaded = instantiate(cfg.model).load(dtype="float32")
+    tensors = [expert_tensors(e["adapter_path"]) for e in experts]
+    build_moe(loaded.model, tensors, top_k=args.top_k, seed=cfg.seed)
+    fit = train_router(
+        loaded.model,
+        loaded.tokenizer,
+        data,
+        cfg.system_prompt,
+        epochs=args.epochs,
+        lr=args.lr,
+        train_experts=args.train_experts,
+        max_length=int(cfg.train.max_length),
+        seed=cfg.seed,
+    )
+    names = [e["version"] for e in experts]
+    config = {
+        "experts": names,
+        "top_k": args.top_k,
+        "train": fit,
+        "kshot": len(data) - chosen,
+        "pool_selected": chosen,
+    }
+    with tempfile.TemporaryDirectory(prefix=".moe-") as tmp:
+        folder = save_moe(loaded.model, Path(tmp) / "moe", config, loaded.base_hash)
+        version = registry.register(
+            folder,
+            {"source": "moe", "experts": names},
+            command=shlex.join(["cift", "bank", "moe", args.experts]),
+        )
+    registry.tag(version, args.name, reason="mixture of experts")
+    print(json.dumps({"version": version, "alias": args.name, **config}))
+    return 0
+
+
+def cmd_eval_moe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+
+    from cift.bank.evaluate import bwt, routing_on, split_table
+    from cift.config import compose_config, load_params
+    from cift.evaluate.build import build_evaluator, version_of
+    from cift.io.jsonl import read_jsonl_trusted
+    from cift.registry.cli import _registry
+
+    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    registry = _registry(args)
+    moe = registry.show(args.moe)
+    experts = [registry.show(v) for v in moe["experts"]]
+    batches = [b.name for b in cfg.data.batches]
+    data = Path(cfg.paths.data) / "batches"
+    splits = {
+        b: read_jsonl_trusted(data / b / "test.jsonl")
+        for b in batches
+        if (data / b / "test.jsonl").is_file()
+    }
+    spec = instantiate(cfg.model)
+    ev = build_evaluator(cfg)
+
+    def hits(record: dict) -> tuple[dict, dict]:
+        metrics, _ = ev.evaluate_version(
+            version_of(record["version"], record["adapter_path"], spec), splits
+        )
+        per_case = {
+            f"{b}/{r['id']}": bool(r["correct"])
+            for b, m in metrics.items()
+            for r in m["rows"]
+            if r["correct"] is not None
+        }
+        return per_case, {b: m["accuracy"] for b, m in metrics.items()}
+
+    expert_hits, moe_hits = {}, None
+    for e in experts:
+        expert_hits[e["version"]] = hits(e)[0]
+    moe_hits, moe_row = hits(moe)
+    result = {
+        "moe": moe["version"],
+        "experts": moe["experts"],
+        "splits": split_table(expert_hits, moe_hits),
+        "routing": routing_on(
+            cfg, moe["adapter_path"], [s for rows in splits.values() for s in rows]
+        ),
+    }
+    continual = Path(cfg.paths.reports) / "continual.json"
+    if continual.is_file():
+        R = json.loads(continual.read_text())["R"]
+        diag = [R[i + 1][i] for i in range(len(batches))]
+        moe_list = [moe_row.get(b) for b in batches]
+        result["continual"] = {
+            "moe_row": moe_list,
+            "last_production_row": R[-1],
+            "diagonal": diag,
+            "bwt_moe": bwt(moe_list, diag),
+            "bwt_last_production": bwt(R[-1], diag),
+        }
+    print(json.dumps(result))
+    return 0
+
+
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from cift.registry.store import RegistryError
@@ -115,6 +243,23 @@ def add_parser(sub: Any) -> None:
     p = command("import", cmd_import, "register an external PEFT LoRA adapter (safetensors)")
     p.add_argument("path", help="adapter folder: adapter_config.json + adapter_model.safetensors")
     p.add_argument("--name", required=True, help="alias for the imported version")
+    add_set_option(p)
+
+    p = command("moe", cmd_moe, "a mixture of LoRA experts over bank adapters, router fitted")
+    p.add_argument("--experts", required=True, help="comma-separated versions or aliases")
+    p.add_argument("--kshot", required=True, help="JSONL of labelled examples (router data)")
+    p.add_argument("--k", type=int, default=8, help="K-shot examples used")
+    p.add_argument("--pool", help="candidate JSONL: Sim-Div picks more router data from it")
+    p.add_argument("--pool-fraction", type=float, default=0.33)
+    p.add_argument("--top-k", type=int, default=2, help="experts mixed per token")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--train-experts", action="store_true", help="fit the experts' LoRA too")
+    p.add_argument("--name", required=True, help="alias of the new version")
+    add_set_option(p)
+
+    p = command("eval-moe", cmd_eval_moe, "MoE vs its experts on every batch's test split")
+    p.add_argument("moe", help="the MoE version or alias")
     add_set_option(p)
 
     p = command("list", cmd_list, "every adapter with its source")
