@@ -32,10 +32,15 @@ def main(name: str, static: bool = False) -> None:
     cfg = load_params()
     exp, runs = cfg.experiment_name, cfg.paths.runs
     read = read_samples(Path(cfg.paths.data) / "batches" / name / "train.jsonl")
-    if static:
-        proxy = read_pointer(runs, exp, "base", "proxy")
-    else:
-        proxy = previous_pointer(cfg, name, "proxy")
+    chain_proxy = previous_pointer(cfg, name, "proxy")
+    proxy = read_pointer(runs, exp, "base", "proxy") if static else chain_proxy
+    same = (chain_proxy["version"], chain_proxy["adapter_path"]) == (
+        proxy["version"],
+        proxy["adapter_path"],
+    )
+    if static and same:  # the chain still scores with the initial proxy: same selection
+        reuse_chain_selection(Path(runs) / exp / name, started)
+        return
     ctx = FilterContext(
         system_prompt=cfg.system_prompt,
         proxy=instantiate(cfg.proxy.model),
@@ -68,6 +73,18 @@ def main(name: str, static: bool = False) -> None:
     with stage_run(cfg, stage, name=f"{exp}/{stage}/{name}") as run:
         run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
     print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
+
+
+def reuse_chain_selection(folder: Path, started: float) -> None:
+    """static/ = the chain's own filter output (identical inputs, identical proxy)."""
+    from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
+
+    for file in ("selected.jsonl", "rejected.jsonl", "scores.jsonl"):
+        write_jsonl_atomic(folder / "static" / file, read_jsonl_trusted(folder / file))
+    summary = json.loads((folder / "filter.json").read_text(encoding="utf-8"))
+    summary |= {"reused_from": "filter", "seconds": round(time.perf_counter() - started, 1)}
+    write_json_atomic(folder / "static" / "filter.json", summary)
+    print(json.dumps({"batch": summary["batch"], "reused_from": "filter"}))
 
 
 def expert_answers(cfg, name: str):
