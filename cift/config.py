@@ -16,13 +16,17 @@ CONFIG_NAME = "config"
 
 
 def repo_root(start: Path | None = None) -> Path:
-    """The folder holding `conf/` (DVC_ROOT inside a stage, else the nearest parent with conf/)."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"])
+    """The nearest folder at or above the working directory holding `conf/`, else DVC_ROOT.
+
+    The working copy comes first: a queued `dvc exp run` executes in a temporary copy of the
+    repo while DVC_ROOT still names the original workspace, whose params.yaml is not the
+    experiment's."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / CONF_DIR / f"{CONFIG_NAME}.yaml").is_file():
             return folder
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
     raise FileNotFoundError(f"no {CONF_DIR}/{CONFIG_NAME}.yaml in {here} or its parents")
 
 

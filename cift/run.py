@@ -141,8 +141,10 @@ def run_stages(
     """Run the DAG (or what `targets` need) for one composed config in `folder`; returns the
     seconds each stage took. Stages run as DVC would run them (`python stages/x.py args`)."""
     folder.mkdir(parents=True, exist_ok=True)
+    prefix = str(cfg.paths.data)  # dvc.yaml's data outputs are written under this prefix
     if data is not None:
-        cfg = OmegaConf.merge(cfg, {"paths": {"data": str(data.resolve())}})
+        data = data.resolve()
+        cfg = OmegaConf.merge(cfg, {"paths": {"data": str(data)}})
     OmegaConf.save(cfg, folder / "params.yaml", resolve=True)
     stages = order(expand_stages(root / "dvc.yaml", cfg), targets)
     seconds = {}
@@ -151,9 +153,13 @@ def run_stages(
             if (
                 data is not None
                 and stage.outs
-                and all(_under(o, str(data.resolve())) and Path(o).exists() for o in stage.outs)
+                and all(
+                    _under(o, prefix) and (data / Path(o).relative_to(prefix)).exists()
+                    for o in stage.outs
+                )
             ):
-                continue  # shared data, already generated
+                print(f"cift run: {stage.name}: shared data in {data}, skipped", flush=True)
+                continue
             argv = shlex.split(stage.cmd)
             if argv[0] != "python":
                 raise ValueError(f"dvc.yaml: {stage.name}: cmd must be `python SCRIPT ...`")

@@ -121,3 +121,19 @@ def test_malformed_params_name_file_and_key(tmp_path: Path, edit, message: str):
     with pytest.raises(ConfigError) as err:
         load_params(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_a_queued_experiment_reads_its_own_params(tmp_path, monkeypatch):
+    """`dvc exp run --queue` runs stages in a temporary copy with DVC_ROOT naming the original
+    workspace: the copy's params.yaml is the experiment's and must win."""
+    from cift.config import repo_root
+
+    original, copy = tmp_path / "workspace", tmp_path / "workspace" / ".dvc" / "tmp" / "exp"
+    for root in (original, copy):
+        (root / "conf").mkdir(parents=True)
+        (root / "conf" / "config.yaml").write_text("{}\n")
+    monkeypatch.setenv("DVC_ROOT", str(original))
+    monkeypatch.chdir(copy)
+    assert repo_root() == copy.resolve()
+    monkeypatch.chdir(tmp_path)  # outside any repo: DVC_ROOT is the fallback
+    assert repo_root() == original

@@ -44,3 +44,27 @@ def test_a_cycle_is_reported(tmp_path: Path):
     b = Stage("b", "python b.py", deps=["x"], outs=["y"])
     with pytest.raises(ValueError, match="cycle"):
         order([a, b])
+
+
+def test_data_stages_are_skipped_when_the_shared_data_exists(tmp_path, monkeypatch):
+    """--data: a data stage whose outputs all exist in the shared folder does not run."""
+    import cift.run as run_module
+
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "make.py").write_text(
+        "import sys, pathlib\npathlib.Path(sys.argv[1]).write_text('x')\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  gen:\n    cmd: python stages/make.py ran-gen\n    outs: [data/a.txt]\n"
+        "  use:\n    cmd: python stages/make.py ran-use\n    deps: [data/a.txt]\n"
+        "    outs: [out.txt]\n"
+    )
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "a.txt").write_text("generated earlier")
+    cfg = run_module.OmegaConf.create({"paths": {"data": "data"}})
+    seconds = run_module.run_stages(cfg, tmp_path / "job", tmp_path, data=shared)
+    assert list(seconds) == ["use"]
+    assert (tmp_path / "job" / "ran-use").is_file() and not (tmp_path / "job" / "ran-gen").exists()
+    assert "paths" in (tmp_path / "job" / "params.yaml").read_text()
