@@ -20,7 +20,7 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from cift.config import load_params
-    from cift.deploy.pointers import read_pointer
+    from cift.deploy.pointers import chain_path, read_pointer
     from cift.evaluate.answers import Decoding, generate_answers
     from cift.evaluate.build import build_evaluator, build_judge, pointer_version
     from cift.evaluate.continual import continual_metrics
@@ -38,7 +38,8 @@ def main() -> None:
     records += read_jsonl_trusted(data / "global" / "records.jsonl")
     spec = instantiate(cfg.model)
     ev = build_evaluator(cfg, records)
-    pointers = [read_pointer(runs, exp, row, "deployed") for row in ["base", *names]]
+    pointers = [read_pointer(runs, exp, "base", "deployed")]
+    pointers += [json.loads(chain_path(runs, exp, b).read_text()) for b in names]
     versions = [pointer_version(p, spec) for p in pointers]
 
     R, ci = [], []

@@ -2,7 +2,8 @@
 
 Usage: python stages/deploy.py BATCH_NAME
 Reads runs/<experiment>/<batch>/decision.json and the previous batch's deployed.json; writes
-runs/<experiment>/<batch>/deployed.json (run-local names, never registry ids). With
+runs/<experiment>/<batch>/deployed.json (run-local names, never registry ids) and its copy
+runs/<experiment>/chain/<batch>.json. With
 `deploy.publish=true` and outside `dvc exp` runs (DVC_EXP_NAME unset) it also publishes the run
 to the user's registry, so an ablation or a queued experiment never moves `production`.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 def main(name: str) -> None:
     from cift.config import load_params
-    from cift.deploy.pointers import deployed_after, pointer_path, previous_pointer
+    from cift.deploy.pointers import chain_path, deployed_after, pointer_path, previous_pointer
     from cift.io.jsonl import write_json_atomic
 
     cfg = load_params()
@@ -29,6 +30,7 @@ def main(name: str) -> None:
         "reasons": decision["reasons"],
     }
     write_json_atomic(pointer_path(runs, exp, name, "deployed"), pointer)
+    write_json_atomic(chain_path(runs, exp, name), pointer)
     print(json.dumps(pointer))
     if cfg.deploy.publish and not os.environ.get("DVC_EXP_NAME"):
         from cift.registry import Registry

@@ -43,6 +43,12 @@ def pointer_path(runs: str | Path, experiment: str, batch: str, kind: str) -> Pa
     return Path(runs) / experiment / batch / f"{kind}.json"
 
 
+def chain_path(runs: str | Path, experiment: str, batch: str) -> Path:
+    """A copy of `deployed.json` in one folder for the whole chain, so stages that read every
+    batch's pointer (the continual report) can depend on exactly that folder."""
+    return Path(runs) / experiment / "chain" / f"{batch}.json"
+
+
 def version_dir(runs: str | Path, experiment: str, batch: str) -> Path:
     """Where the candidate adapter trained on `batch` lives (run-local version `<exp>/<batch>`)."""
     return Path(runs) / experiment / "versions" / batch
