@@ -194,3 +194,15 @@ def test_answers_per_record_gives_distinct_ids_and_resumes(kb, records, tmp_path
     assert ids == sorted(f"{r['id']}-a{j}" for r in records for j in (1, 2))
     again = generate_cot(records, teacher, kb, two, tmp_path / "p.jsonl", ["lay"])
     assert sorted(s["id"] for s in again.samples) == ids  # nothing asked twice
+
+
+def test_evolved_prompts_replace_the_training_instruction(kb, records, tmp_path):
+    from cift.generate.evolve import PromptAssembler, load_parts
+
+    prompts = PromptAssembler([], load_parts(), {"summary": 1.0}, seed=0)
+    teacher = KBTemplateTeacher(kb=str(KB_PATH))
+    result = generate_cot(
+        records, teacher, kb, settings(), tmp_path / "p.jsonl", ["lay"], prompts=prompts
+    )
+    assert result.samples and all(s["meta"]["prompt_task"] == "summary" for s in result.samples)
+    assert all(load_parts()["formats"]["summary"] in s["instruction"] for s in result.samples)

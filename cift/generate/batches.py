@@ -212,7 +212,15 @@ def synthetic_batch(cfg: DictConfig, name: str) -> dict:
         answers_per_record=int(g.get("answers_per_record", 1)),
     )
     styles = list(cfg.data.styles)
-    cot = generate_cot(splits["train"], teacher, kb, settings, progress_path(cfg, name), styles)
+    cot = generate_cot(
+        splits["train"],
+        teacher,
+        kb,
+        settings,
+        progress_path(cfg, name),
+        styles,
+        prompts=prompt_assembler(cfg),
+    )
     return {
         "records": [{**r, "split": s} for s in ("train", "val", "test") for r in splits[s]],
         "train": cot.samples,
@@ -228,6 +236,22 @@ def synthetic_batch(cfg: DictConfig, name: str) -> dict:
             "contamination_dropped": len(splits["contamination"]["dropped"]),
         },
     }
+
+
+def evolved_pool_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.data) / "prompts" / "evolved.jsonl"
+
+
+def prompt_assembler(cfg: DictConfig):
+    """`generate.prompts=evolved`: the assembler over the evolved pool; None for standard."""
+    if cfg.generate.get("prompts", "standard") != "evolved":
+        return None
+    from cift.generate.evolve import PromptAssembler, load_parts
+    from cift.io.jsonl import read_jsonl_trusted
+
+    pool = read_jsonl_trusted(evolved_pool_path(cfg))
+    weights = OmegaConf.to_container(cfg.generate.evolve.task_weights)
+    return PromptAssembler(pool, load_parts(), weights, cfg.seed)
 
 
 def build_teacher(cfg: DictConfig):

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cift.generate.prompts import record_sample, sample_task, teacher_messages
 from cift.generate.teachers.base import Teacher, TeacherRequest
@@ -91,6 +92,7 @@ def generate_cot(
     settings: GenerationSettings,
     progress: Path,
     styles: list[str],
+    prompts: Any = None,
 ) -> GenerationResult:
     """Valid CoT samples for `records` (`settings.answers_per_record` answers each, ids
     `<record>-a1`, `-a2` …), with every invalid attempt kept."""
@@ -98,6 +100,9 @@ def generate_cot(
     done = {_slot(e) for e in log.entries if e["status"] == "valid"}
     tries = Counter(_slot(e) for e in log.entries)
     tasks = {r["id"]: sample_task(r, kb, styles, settings.seed) for r in records}
+    if prompts is not None:  # generate.prompts=evolved: an assembled prompt per record
+        for rid, task in tasks.items():
+            task["task_type"], task["instruction"] = prompts(rid)
     slots = [(r, j) for r in records for j in range(1, settings.answers_per_record + 1)]
     for attempt in range(settings.max_retries + 1):
         pending = [
@@ -208,6 +213,7 @@ def _judge(record, text, task, kb, s: GenerationSettings, attempt: int, answer: 
         sample_id=f"{record['id']}-a{answer}",
         source="teacher",
         generation=generation,
+        prompt_task=task.get("task_type", "standard"),
     )
     return {**entry, "status": "valid", "sample": sample}
 
