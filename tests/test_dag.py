@@ -216,7 +216,7 @@ def test_tiny_bank_select_moe_evaluate(tiny_dag: Path):
     cli = [sys.executable, "-m", "cift.cli"]
     reg = ["--registry", "bank"]
     run([*cli, "registry", "publish", "runs/main", *reg], tiny_dag)
-    kshot = "data/batches/b2/val.jsonl"
+    kshot = "data/batches/b1/train.jsonl"  # labelled examples (val splits may hold one)
     out = run(
         [
             *cli,

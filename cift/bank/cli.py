@@ -210,35 +210,12 @@ def cmd_eval_moe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        from cift.registry.store import RegistryError
-
-        try:
-            return func(args)
-        except RegistryError as exc:
-            print(f"cift bank {args.bank_command}: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 def add_parser(sub: Any) -> None:
     from cift.cli import add_set_option
+    from cift.registry.cli import command_adder
 
     bank = sub.add_parser("bank", help="the registry as an adapter bank: import, list, select")
-    commands = bank.add_subparsers(dest="bank_command", required=True)
-
-    def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help)
-        p.add_argument(
-            "--registry",
-            metavar="DIR",
-            default=None,
-            help="registry folder (default: deploy.registry_dir of params.yaml)",
-        )
-        p.set_defaults(func=_guarded(func))
-        return p
+    command = command_adder(bank.add_subparsers(dest="bank_command", required=True))
 
     p = command("import", cmd_import, "register an external PEFT LoRA adapter (safetensors)")
     p.add_argument("path", help="adapter folder: adapter_config.json + adapter_model.safetensors")

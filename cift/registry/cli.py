@@ -218,11 +218,17 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(args: argparse.Namespace) -> str:
+    """`cift registry promote`, `cift bank import`, …: how messages name the command."""
+    group = "bank" if getattr(args, "bank_command", None) else "registry"
+    return f"cift {group} {getattr(args, f'{group}_command')}"
+
+
 def _mirror_warnings(args: argparse.Namespace) -> None:
     registry = getattr(args, "registry_object", None)
     for report in getattr(registry, "mirror_reports", None) or []:
         for warning in report.get("warnings") or []:
-            print(f"cift registry {args.registry_command}: warning: {warning}", file=sys.stderr)
+            print(f"{_name(args)}: warning: {warning}", file=sys.stderr)
 
 
 def _guarded(func: Any) -> Any:
@@ -234,7 +240,7 @@ def _guarded(func: Any) -> Any:
         try:
             return func(args)
         except RegistryError as exc:
-            print(f"cift registry {args.registry_command}: {exc}", file=sys.stderr)
+            print(f"{_name(args)}: {exc}", file=sys.stderr)
             return 1
         finally:
             _mirror_warnings(args)
@@ -242,10 +248,8 @@ def _guarded(func: Any) -> Any:
     return run
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register `cift registry …` on the top-level sub-parsers."""
-    registry = sub.add_parser("registry", help="model registry: versions, aliases, rollback")
-    commands = registry.add_subparsers(dest="registry_command", required=True)
+def command_adder(commands: Any) -> Any:
+    """`command(name, func, help)`: a sub-command with `--registry DIR`, guarded."""
 
     def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help)
@@ -257,6 +261,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         )
         p.set_defaults(func=_guarded(func))
         return p
+
+    return command
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register `cift registry …` on the top-level sub-parsers."""
+    registry = sub.add_parser("registry", help="model registry: versions, aliases, rollback")
+    command = command_adder(registry.add_subparsers(dest="registry_command", required=True))
 
     version_help = "a version id (v0003) or an alias (production, proxy, candidate, …)"
     p = command("list", cmd_list, "every version with its aliases")
