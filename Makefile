@@ -46,7 +46,8 @@ ABLATIONS ?= experiment=static_proxy:continual experiment=random_subset:table1@f
 repro-ablations: setup
 	for a in $(ABLATIONS); do dvc exp run --queue -S "$${a%%:*}" "$${a#*:}"; done
 	dvc queue start -j 1
-	while dvc queue status | grep -qE 'Queued|Running'; do sleep 10; done
+	# grep without -q reads to the end: with pipefail, -q's early exit would fail the pipe
+	while dvc queue status | grep -E 'Queued|Running' >/dev/null; do sleep 10; done
 	dvc queue status
 	cift report --exps
 
