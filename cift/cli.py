@@ -69,11 +69,11 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data_export_dpo(args: argparse.Namespace) -> int:
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
     from cift.data.dpo import deployed_preference, preference_pairs
     from cift.io.jsonl import read_jsonl_trusted, write_jsonl_atomic
 
-    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    cfg = run_config(args.overrides)
     folder = Path(cfg.paths.runs) / cfg.experiment_name / args.batch
     if not (folder / "rejected.jsonl").is_file():
         print(
@@ -214,11 +214,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_quality_report(args: argparse.Namespace) -> int:
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
     from cift.data.quality import quality_parts, quality_report, write_quality_page
     from cift.io.jsonl import read_jsonl_trusted, read_samples
 
-    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    cfg = run_config(args.overrides)
     read = read_samples(args.file)
     for r in read.rejects:
         print(f"{args.file}:{r.line}: {r.field or '(line)'}: {r.reason}", file=sys.stderr)

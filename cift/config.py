@@ -93,3 +93,8 @@ def load_params(path: str | Path | None = None) -> DictConfig:
     cfg = OmegaConf.load(path)
     validate_params(cfg, path.name if path.parent == Path.cwd() else path)
     return cfg
+
+
+def run_config(overrides: list[str] | None = None) -> DictConfig:
+    """What a command works from: params.yaml, or conf/ composed with `-S` overrides."""
+    return compose_config(overrides) if overrides else load_params()

@@ -12,9 +12,9 @@ from typing import Any
 def _spec(overrides: list[str]) -> Any:
     from hydra.utils import instantiate
 
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
 
-    cfg = compose_config(overrides) if overrides else load_params()
+    cfg = run_config(overrides)
     return instantiate(cfg.model)
 
 
@@ -55,10 +55,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from cift.bank.select import kshot_examples, score_adapters, select_group
     from cift.bank.store import bank
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
     from cift.registry.cli import _registry
 
-    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    cfg = run_config(args.overrides)
     weights = [float(w) for w in args.weights.split(",")]
     if len(weights) != 3:
         print(f"--weights {args.weights!r}: need three numbers a,b,c", file=sys.stderr)
@@ -90,10 +90,10 @@ def cmd_moe(args: argparse.Namespace) -> int:
 
     from cift.bank.moe import build_moe, expert_tensors, save_moe, train_router
     from cift.bank.select import kshot_examples
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
     from cift.registry.cli import _registry
 
-    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    cfg = run_config(args.overrides)
     registry = _registry(args)
     experts = [registry.show(name) for name in args.experts.split(",")]
     if any(e["adapter_path"] is None for e in experts):
@@ -151,12 +151,12 @@ def cmd_eval_moe(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
 
     from cift.bank.evaluate import bwt, routing_on, split_table
-    from cift.config import compose_config, load_params
+    from cift.config import run_config
     from cift.evaluate.build import build_evaluator, version_of
     from cift.io.jsonl import read_jsonl_trusted
     from cift.registry.cli import _registry
 
-    cfg = compose_config(args.overrides) if args.overrides else load_params()
+    cfg = run_config(args.overrides)
     registry = _registry(args)
     moe = registry.show(args.moe)
     experts = [registry.show(v) for v in moe["experts"]]
