@@ -59,6 +59,8 @@ def main(name: str, static: bool = False) -> None:
     write_jsonl_atomic(out / "rejected.jsonl", rejected)
     write_jsonl_atomic(out / "scores.jsonl", scores)
     plots = {} if static else histograms(scores)  # the dvc plots of the chain's own filter
+    if not static:  # a declared output, even for a selector that scores nothing (random)
+        (out / "plots").mkdir(parents=True, exist_ok=True)
     for score, rows in plots.items():
         write_json_atomic(out / "plots" / f"{score}.json", rows)
     summary |= {
