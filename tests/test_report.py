@@ -204,6 +204,12 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
                     },
                 ),
                 {"revs": [{"rev": "c" * 40, "name": "failed", "data": None}]},
+                dvc_show(
+                    "crashed",
+                    {"experiment_name": "x", "proxy": {"mode": "static"}},
+                    {"reports/continual.json": {"global": {"final": {"accuracy": 0.9}}}},
+                )
+                | {"executor": {"state": "failed"}},
             ],
         },
     ]

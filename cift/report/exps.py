@@ -43,13 +43,16 @@ def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict
 
 
 def rows_from_dvc(show: list[dict]) -> list[dict]:
-    """Rows of `dvc exp show --json` (every experiment under every baseline commit)."""
+    """Rows of `dvc exp show --json` (every experiment under every baseline commit). A failed
+    experiment is left out: DVC shows it with its baseline's metrics, which are not its own."""
     rows = []
     for baseline in show:
         for group in baseline.get("experiments") or []:
+            if ((group.get("executor") or {}).get("state")) == "failed":
+                continue
             for rev in group.get("revs") or []:
                 data = rev.get("data")
-                if not data:
+                if not data or rev.get("error"):
                     continue
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 metrics = {p: (m or {}).get("data") for p, m in (data.get("metrics") or {}).items()}
