@@ -63,8 +63,13 @@ def rows_from_dvc(show: list[dict]) -> list[dict]:
 
 
 def dvc_exp_show(root: Path) -> list[dict]:
+    # -A: experiments queued before the workspace's last commit belong to an older baseline
     proc = subprocess.run(
-        ["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True, check=True
+        ["dvc", "exp", "show", "-A", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(proc.stdout or "[]")
 
