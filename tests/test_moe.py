@@ -123,3 +123,19 @@ def test_split_table_against_the_best_expert():
     assert table["mixed"] == {"n": 2, "moe_accuracy": 1.0, "best_expert_accuracy": 0.5}
     assert table["overall"]["moe"] == 0.75
     assert bwt([0.5, 0.4, 0.9], [0.6, 0.4, 0.9]) == pytest.approx(-0.05)
+
+
+def test_the_mixture_equals_the_gated_sum_of_the_experts(experts):
+    """The fused forward (one matmul over every expert's rank) = Σ_e g_e · s_e · B_e A_e x."""
+    model, _ = moe(experts, top_k=2)
+    layer = moe_layers(model)[0]
+    with torch.no_grad():
+        layer.router.weight.normal_(0, 1.0)
+        x = torch.randn(2, 3, layer.base.in_features)
+        g = layer.gates(x)
+        expected = layer.base(x)
+        for e in range(3):
+            expected = (
+                expected + g[..., e : e + 1] * (x @ layer.A[e].T @ layer.B[e].T) * layer.scaling[e]
+            )
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)

@@ -79,12 +79,18 @@ class MoLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        g = self.gates(x)
-        delta = 0
-        for e in range(self.A.shape[0]):
+        if self.fixed is not None:  # exactly the chosen expert's PEFT forward
+            e = self.fixed
             lora = F.linear(F.linear(x, self.A[e].to(x.dtype)), self.B[e].to(x.dtype))
-            delta = delta + g[..., e : e + 1] * (lora * self.scaling[e].to(x.dtype))
-        return out + delta
+            return out + lora * self.scaling[e].to(x.dtype)
+        g = self.gates(x)
+        n, r = self.A.shape[0], self.A.shape[1]
+        # every expert's rank-r code at once, gated and scaled, then one matmul over (expert, r):
+        # never an (experts × tokens × out_features) tensor
+        z = F.linear(x, self.A.reshape(n * r, -1).to(x.dtype)).unflatten(-1, (n, r))
+        z = z * (g * self.scaling.to(x.dtype)).unsqueeze(-1)
+        b = self.B.permute(1, 0, 2).reshape(self.B.shape[1], n * r).to(x.dtype)
+        return out + F.linear(z.flatten(-2), b)
 
 
 def moe_layers(model: nn.Module) -> list[MoLoRALinear]:
@@ -233,7 +239,7 @@ def train_router(
     epochs: int = 3,
     lr: float = 5e-3,
     aux_weight: float = 0.01,
-    batch_size: int = 8,
+    batch_size: int = 4,
     max_length: int = 512,
     train_experts: bool = False,
     seed: int = 0,
