@@ -95,12 +95,14 @@ def expert_answers(cfg, name: str):
     from cift.io.jsonl import read_jsonl_trusted
 
     path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
-    records = {r["id"]: r for r in read_jsonl_trusted(path)} if path.is_file() else {}
-    kb = domain_kb(cfg) if records else None
+    loaded: dict = {}  # records and KB, read on the first call (only G-DIG asks)
 
     def reference(sample: dict) -> dict | None:
-        record = records.get((sample.get("meta") or {}).get("record_id"))
-        return reference_sample(record, kb, cfg) if record else None
+        if not loaded:
+            records = read_jsonl_trusted(path) if path.is_file() else []
+            loaded.update(records={r["id"]: r for r in records}, kb=domain_kb(cfg))
+        record = loaded["records"].get((sample.get("meta") or {}).get("record_id"))
+        return reference_sample(record, loaded["kb"], cfg) if record else None
 
     return reference
 

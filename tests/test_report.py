@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
 from cift.report.build import write_reports
 from cift.report.collect import Workspace, seconds_per_stage, summary, table1
-from cift.report.redundancy import prompt_text, redundancy_per_batch
+from cift.report.redundancy import redundancy_per_batch
+from cift.scoring.embeddings import prompt_text
 
 
 def topic_embed(texts: list[str]) -> np.ndarray:

@@ -23,7 +23,7 @@ from cift.generate.validate import (
     normalise_diagnosis,
     parse_answer,
 )
-from cift.report.redundancy import prompt_text
+from cift.scoring.embeddings import prompt_text
 
 LEVELS = ("high", "medium", "low")
 
@@ -127,7 +127,7 @@ def quality_parts(cfg: Any, records: Sequence[dict] = ()) -> tuple[Callable, Cal
     from transformers import AutoTokenizer
 
     from cift.generate.batches import domain_kb
-    from cift.report.redundancy import minilm_embed
+    from cift.scoring.embeddings import minilm_embed
 
     tokenizer = AutoTokenizer.from_pretrained(str(instantiate(cfg.model).local_dir()))
     grader = RuleGrader(domain_kb(cfg), {r["id"]: r for r in records}, cfg.generate.min_steps)
@@ -142,15 +142,15 @@ def write_quality_page(folder: Any, name: str, report: dict, prompts: list[int])
 
     from cift.io.jsonl import write_json_atomic, write_text_atomic
     from cift.report.html import table
-    from cift.report.plots import _figure, _save
+    from cift.report.plots import figure, save_png
 
     folder = Path(folder)
     write_json_atomic(folder / "quality.json", report)
-    plt = _figure()
+    plt = figure()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(prompts, bins=20)
     ax.set(xlabel="prompt tokens", ylabel="samples", title=f"{name}: prompt length")
-    _save(fig, folder / "quality.png")
+    save_png(fig, folder / "quality.png")
     plt.close(fig)
     rows = [{"metric": k, "value": v} for k, v in report.items() if k != "label_quality"]
     rows += [

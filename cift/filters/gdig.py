@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cift.filters.base import FilterContext
-from cift.filters.select import _record_shortfall, wanted_count
+from cift.filters.select import record_shortfall, wanted_count
 
 
 class GDIGFilter:
@@ -102,7 +102,7 @@ class GDIGFilter:
         pool = [s for s in samples if s["id"] not in taken]
         wanted = wanted_count(self.fraction, self.top_k, ctx.n_in or len(samples))
         if not pool:
-            _record_shortfall(ctx, wanted, 0)
+            record_shortfall(ctx, wanted, 0)
             return dropped
         model, tokenizer = self.load_proxy(ctx)
         examples = [
@@ -122,7 +122,7 @@ class GDIGFilter:
         chosen = self.spread(cand, score, eligible, wanted, ctx.seed)
         for i in set(eligible) - set(chosen):
             dropped[pool[i]["id"]] = "not_selected"
-        _record_shortfall(ctx, wanted, len(chosen))
+        record_shortfall(ctx, wanted, len(chosen))
         return dropped
 
     def spread(

@@ -25,7 +25,7 @@ def wanted_count(fraction: float, top_k: int | None, n_in: int) -> int:
     return math.floor(fraction * n_in + 0.5)
 
 
-def _record_shortfall(ctx: FilterContext, wanted: int, kept: int) -> None:
+def record_shortfall(ctx: FilterContext, wanted: int, kept: int) -> None:
     ctx.extra["wanted"] = wanted
     ctx.extra["shortfall"] = max(0, wanted - kept)
 
@@ -70,7 +70,7 @@ class TopFraction:
         candidates.sort()
         for _, _, sid in candidates[wanted:]:
             dropped[sid] = "not_selected"
-        _record_shortfall(ctx, wanted, min(wanted, len(candidates)))
+        record_shortfall(ctx, wanted, min(wanted, len(candidates)))
         return dropped
 
 
@@ -90,5 +90,5 @@ class RandomFraction:
         wanted = wanted_count(self.fraction, self.top_k, ctx.n_in or len(samples))
         keep = min(wanted, len(samples))
         chosen = set(random.Random(ctx.seed).sample(range(len(samples)), keep))
-        _record_shortfall(ctx, wanted, keep)
+        record_shortfall(ctx, wanted, keep)
         return {s["id"]: "not_selected" for i, s in enumerate(samples) if i not in chosen}

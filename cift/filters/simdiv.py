@@ -12,16 +12,11 @@ cosine ≥ `dedup_threshold` to a higher-ranked kept one is dropped (`near_dupli
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from cift.filters.base import FilterContext
-from cift.filters.select import _record_shortfall, wanted_count
-from cift.report.redundancy import minilm_embed, prompt_text
-
-Embed = Callable[[list[str]], np.ndarray]
+from cift.filters.select import record_shortfall, wanted_count
+from cift.scoring.embeddings import Embed, minilm_embed, prompt_text
 
 
 class SimDivFilter:
@@ -63,7 +58,7 @@ class SimDivFilter:
         pool = [s for s in samples if s["id"] not in taken]
         wanted = wanted_count(self.fraction, self.top_k, ctx.n_in or len(samples))
         if not pool or not examples:
-            _record_shortfall(ctx, wanted, 0)
+            record_shortfall(ctx, wanted, 0)
             return dropped | {s["id"]: "not_selected" for s in pool}
         emb = self.embed([prompt_text(s) for s in (*examples, *pool)])
         shots, cands = emb[: len(examples)], emb[len(examples) :]
@@ -79,5 +74,5 @@ class SimDivFilter:
                 dropped[pool[i]["id"]] = "near_duplicate"
             else:
                 kept.append(i)
-        _record_shortfall(ctx, wanted, len(kept))
+        record_shortfall(ctx, wanted, len(kept))
         return dropped

@@ -9,7 +9,7 @@ from cift.io.jsonl import write_json_atomic, write_text_atomic
 from cift.report.collect import Workspace, ifd_scores, proxy_ablation, summary, table1
 from cift.report.html import render
 from cift.report.plots import cost_rows, write_plots
-from cift.report.redundancy import Embed, minilm_embed
+from cift.scoring.embeddings import Embed, minilm_embed
 
 REPORT_PAGE = "report.html"
 

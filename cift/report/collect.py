@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cift.report.redundancy import Embed, minilm_embed, redundancy_per_batch
+from cift.report.redundancy import redundancy_per_batch
+from cift.scoring.embeddings import Embed, minilm_embed
 
 TABLE1_KEYS = ("accuracy", "accuracy_ci", "fault_cases", "fault_rate", "n", "train_tokens")
 

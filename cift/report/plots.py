@@ -7,7 +7,7 @@ from pathlib import Path
 from cift.io.jsonl import write_json_atomic
 
 
-def _figure():
+def figure():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a display
@@ -16,7 +16,7 @@ def _figure():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     """Atomic like every other output: a killed run never leaves half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -50,7 +50,7 @@ def write_plots(
     out: Path, batches: list[str], continual: dict | None, ifd: list[dict], cost: list[dict]
 ) -> list[Path]:
     """accuracy_per_batch, ifd_static_vs_dynamic, cost_vs_accuracy: .png + .json rows each."""
-    plt = _figure()
+    plt = figure()
     written = []
     acc = accuracy_rows(batches, continual)
     write_json_atomic(out / "accuracy_per_batch.json", acc)
@@ -60,7 +60,7 @@ def write_plots(
     ax.set(xlabel="batch (its test split)", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.set_title("Accuracy per batch")
     ax.legend()
-    _save(fig, out / "accuracy_per_batch.png")
+    save_png(fig, out / "accuracy_per_batch.png")
     written.append(out / "accuracy_per_batch.png")
     plt.close(fig)
 
@@ -80,7 +80,7 @@ def write_plots(
             patch.set_facecolor(color)
     ax.set_xticks([i * 3 + 0.5 for i in range(len(batches))], batches)
     ax.set(ylabel="IFD", title="IFD per batch: static (orange) vs dynamic (blue) proxy")
-    _save(fig, out / "ifd_static_vs_dynamic.png")
+    save_png(fig, out / "ifd_static_vs_dynamic.png")
     written.append(out / "ifd_static_vs_dynamic.png")
     plt.close(fig)
 
@@ -94,7 +94,7 @@ def write_plots(
     ax.set(
         xlabel="tokens the optimiser saw", ylabel="global-test accuracy", title="Cost vs accuracy"
     )
-    _save(fig, out / "cost_vs_accuracy.png")
+    save_png(fig, out / "cost_vs_accuracy.png")
     written.append(out / "cost_vs_accuracy.png")
     plt.close(fig)
     return written

@@ -7,21 +7,11 @@ samples scores their repeats low (IFD falls once the answer is known), so it sel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-Embed = Callable[[list[str]], np.ndarray]
-
-
-def prompt_text(sample: dict) -> str:
-    return f"{sample.get('instruction', '')}\n{sample.get('input', '')}".strip()
-
-
-def minilm_embed(texts: list[str]) -> np.ndarray:
-    from cift.scoring.embeddings import encode_sentences
-
-    return encode_sentences(texts)
+from cift.scoring.embeddings import Embed, minilm_embed, prompt_text
 
 
 def redundancy_per_batch(

@@ -10,7 +10,7 @@ fp32 `model.encode(sentences)` call per response.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,3 +152,17 @@ def diversity_score(emb: np.ndarray) -> float | None:
     # sum over i != j of cos = |Σ e|² − Σ |e|²  (each |e| = 1)
     pair_sum = float(total @ total) - float((unit * unit).sum())
     return max(0.0, 1.0 - pair_sum / (n * (n - 1)))  # ≥ 0 up to rounding: cos ≤ 1
+
+
+Embed = Callable[[list[str]], np.ndarray]  # texts -> L2-normalised rows
+
+
+def prompt_text(sample: dict) -> str:
+    """What a sample asks (instruction + input): the text compared for redundancy and K-shot
+    similarity."""
+    return f"{sample.get('instruction', '')}\n{sample.get('input', '')}".strip()
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """L2-normalised MiniLM embeddings of `texts` (the embedded encoder, batched)."""
+    return encode_sentences(texts)
