@@ -122,3 +122,14 @@ def test_gold_perplexity_prefers_the_adapter_that_learnt_the_answers(tmp_path):
     scores = score_adapters(cfg, folders, kshot)
     assert scores["fitted"].gold_ppl < scores["untrained"].gold_ppl
     assert select_group(scores, 1, (0, 1, 0))[0] == ["fitted"]
+
+
+def test_a_bad_kshot_file_names_its_line_and_field(tmp_path):
+    from cift.bank.select import kshot_examples
+    from cift.io.jsonl import StrictInputError
+
+    path = tmp_path / "kshot.jsonl"
+    good = {"instruction": "Cough?", "input": "", "output": "Diagnosis: Influenza"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"instruction": "no output"}) + "\n")
+    with pytest.raises(StrictInputError, match=r"kshot\.jsonl:2 output"):
+        kshot_examples(path, 5, seed=0)
