@@ -24,6 +24,7 @@ def main() -> None:
                 "ACC": s["ACC"],
                 "wall_seconds": s["wall_seconds"],
                 "redundant": {k: v["redundant_selected"] for k, v in p.items()},
+                "repeats": {k: v["repeats_selected"] for k, v in p.items()},
             }
         )
     )

@@ -161,6 +161,11 @@ def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
     assert {r["source"] for r in ablations["experiments"]} == {"dvc", "hydra"}
     assert ablations["static_final_accuracy"] is not None
     assert ablations["random_baseline"]["accuracy"] is not None
+    queued = [r for r in ablations["experiments"] if r["source"] == "dvc"]
+    # a queued experiment keeps the small run metrics under runs/ (git-visible, cache: false)
+    assert any(
+        r["filter"] == "random" and r["table1_filtered_accuracy"] is not None for r in queued
+    )
     proxy = json.loads((tiny_dag / "reports" / "proxy_ablation.json").read_text())
     assert proxy["static"]["final_accuracy"] == ablations["static_final_accuracy"]
     assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()

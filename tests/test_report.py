@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
 from cift.report.build import write_reports
 from cift.report.collect import Workspace, seconds_per_stage, summary, table1
-from cift.report.redundancy import redundancy_per_batch
+from cift.report.redundancy import record_origins, redundancy_per_batch
 from cift.scoring.embeddings import prompt_text
 
 
@@ -37,9 +37,9 @@ def test_redundant_means_close_to_something_trained_on_earlier():
         "b3": [sample("rash", 2), sample("cough", 3), sample("gout")],  # b1 and b2 both count
     }
     rows = redundancy_per_batch(["b1", "b2", "b3"], history, selections, topic_embed)
-    assert rows == [
-        {"batch": "b2", "selected": 2, "redundant_selected": 1},
-        {"batch": "b3", "selected": 3, "redundant_selected": 2},
+    assert [(r["batch"], r["selected"], r["redundant_selected"]) for r in rows] == [
+        ("b2", 2, 1),
+        ("b3", 3, 2),
     ]
     # the threshold is a cosine: orthogonal prompts are never redundant
     assert (
@@ -49,6 +49,35 @@ def test_redundant_means_close_to_something_trained_on_earlier():
         == 0
     )
     assert prompt_text({"instruction": "i", "input": "ctx"}) == "i\nctx"
+
+
+def test_a_repeat_is_a_near_duplicate_of_a_record_trained_on_earlier():
+    """The generator's link, followed to the original, whatever the rendered text looks like."""
+    records = [
+        {"id": "b1-1", "near_duplicate_of": None},
+        {"id": "b1-2", "near_duplicate_of": None},
+        {"id": "b2-1", "near_duplicate_of": "b1-1"},
+        {"id": "b3-1", "near_duplicate_of": "b2-1"},  # a repeat of a repeat
+        {"id": "b3-2", "near_duplicate_of": "b1-2"},  # its original was never trained on
+    ]
+    origins = record_origins(records)
+    assert origins == {
+        "b1-1": "b1-1",
+        "b1-2": "b1-2",
+        "b2-1": "b1-1",
+        "b3-1": "b1-1",
+        "b3-2": "b1-2",
+    }
+
+    def s(rid: str, word: str) -> dict:
+        return {**sample(word), "meta": {"record_id": rid}}
+
+    history = {"b1": [s("b1-1", "cough")], "b2": [], "b3": []}
+    selections = {"b2": [s("b2-1", "rash")], "b3": [s("b3-1", "gout"), s("b3-2", "fever")]}
+    rows = redundancy_per_batch(
+        ["b1", "b2", "b3"], history, selections, topic_embed, origins=origins
+    )
+    assert [(r["redundant_selected"], r["repeats_selected"]) for r in rows] == [(0, 1), (0, 1)]
 
 
 @pytest.fixture
@@ -157,7 +186,9 @@ def test_write_reports_writes_every_file_and_a_self_contained_page(workspace: Wo
     reports = write_reports(workspace.cfg, root, topic_embed)
     proxy = json.loads((workspace.reports / "proxy_ablation.json").read_text())
     assert proxy == reports["proxy_ablation"]
-    assert proxy["static"]["per_batch"] == [{"batch": "b2", "selected": 1, "redundant_selected": 1}]
+    assert proxy["static"]["per_batch"] == [
+        {"batch": "b2", "selected": 1, "redundant_selected": 1, "repeats_selected": 0}
+    ]
     assert proxy["dynamic"]["redundant_selected"] == 0
     assert proxy["static"]["final_accuracy"] == 0.1 and proxy["dynamic"]["final_accuracy"] == 0.3
     for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cift.report.redundancy import redundancy_per_batch
+from cift.report.redundancy import record_origins, redundancy_per_batch
 from cift.scoring.embeddings import Embed, minilm_embed
 
 TABLE1_KEYS = ("accuracy", "accuracy_ci", "fault_cases", "fault_rate", "n", "train_tokens")
@@ -108,14 +108,18 @@ def proxy_ablation(
     static = {b: ws.jsonl(ws.runs / b / "static" / "selected.jsonl") for b in ws.batches}
     continual = ws.read(ws.reports / "continual.json") or {}
     final = (continual.get("global") or {}).get("final") or {}
+    origins = record_origins(
+        r for b in ws.batches for r in ws.jsonl(ws.data / "batches" / b / "records.jsonl")
+    )
     out = {}
     for name, selection, accuracy in (
         ("static", static, static_final),
         ("dynamic", dynamic, final.get("accuracy")),
     ):
-        per_batch = redundancy_per_batch(ws.batches, dynamic, selection, embed)
+        per_batch = redundancy_per_batch(ws.batches, dynamic, selection, embed, origins=origins)
         out[name] = {
             "redundant_selected": sum(r["redundant_selected"] for r in per_batch),
+            "repeats_selected": sum(r["repeats_selected"] for r in per_batch),
             "selected": sum(r["selected"] for r in per_batch),
             "final_accuracy": accuracy,
             "per_batch": per_batch,

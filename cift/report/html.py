@@ -74,9 +74,15 @@ def render(folder: Path) -> str:
     rows = [
         {"proxy": p, **{k: v for k, v in r.items() if k != "per_batch"}} for p, r in proxy.items()
     ]
-    parts.append(table(rows, ["proxy", "selected", "redundant_selected", "final_accuracy"]))
+    parts.append(
+        table(
+            rows, ["proxy", "selected", "redundant_selected", "repeats_selected", "final_accuracy"]
+        )
+    )
     per_batch = [{"proxy": p, **b} for p, r in proxy.items() for b in r.get("per_batch", [])]
-    parts.append(table(per_batch, ["proxy", "batch", "selected", "redundant_selected"]))
+    parts.append(
+        table(per_batch, ["proxy", "batch", "selected", "redundant_selected", "repeats_selected"])
+    )
     parts.append("<h2>Continual learning</h2>")
     if continual.get("R"):
         names = summary.get("batches") or [f"b{i + 1}" for i in range(len(continual["R"][0]))]

@@ -3,15 +3,39 @@
 Redundant = the sample's instruction + input has MiniLM cosine >= `threshold` (0.95) with a
 sample selected for training on an earlier batch of the same chain. A proxy that learnt those
 samples scores their repeats low (IFD falls once the answer is known), so it selects fewer.
+
+A repeat is the generator's own ground truth beside it: a selected sample whose record is a
+near-duplicate (`near_duplicate_of`, followed to the original) of a record trained on earlier.
+A repeat rendered in another style (note, lay text, dialogue) is far in MiniLM space, so the
+two counts differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from cift.scoring.embeddings import Embed, minilm_embed, prompt_text
+
+
+def record_origins(records: Iterable[dict]) -> dict[str, str]:
+    """record id -> the original it repeats (itself when it is not a near-duplicate)."""
+    parent = {r["id"]: r.get("near_duplicate_of") for r in records}
+
+    def root(rid: str) -> str:
+        seen = {rid}
+        while parent.get(rid) and parent[rid] not in seen:
+            rid = parent[rid]
+            seen.add(rid)
+        return rid
+
+    return {rid: root(rid) for rid in parent}
+
+
+def origin(sample: dict, origins: dict[str, str]) -> str:
+    rid = (sample.get("meta") or {}).get("record_id") or sample.get("id", "")
+    return origins.get(rid, rid)
 
 
 def redundancy_per_batch(
@@ -20,13 +44,15 @@ def redundancy_per_batch(
     selections: dict[str, list[dict]],
     embed: Embed = minilm_embed,
     threshold: float = 0.95,
+    origins: dict[str, str] | None = None,
 ) -> list[dict]:
-    """For batches 2..N: {"batch", "selected", "redundant_selected"}.
+    """For batches 2..N: {"batch", "selected", "redundant_selected", "repeats_selected"}.
 
     `history[b]` = what the chain trained on at batch b (its selection); `selections[b]` = the
-    selection being measured (the chain's own, or another proxy's on the same candidates).
-    Everything is embedded in one batched call.
+    selection being measured (the chain's own, or another proxy's on the same candidates);
+    `origins` from `record_origins`. Everything is embedded in one batched call.
     """
+    origins = origins or {}
     texts: dict[str, int] = {}
     for rows in (*history.values(), *selections.values()):
         for s in rows:
@@ -44,5 +70,14 @@ def redundancy_per_batch(
         if seen and chosen:
             sims = vectors(chosen) @ vectors(seen).T
             redundant = int((sims.max(axis=1) >= threshold - 1e-6).sum())
-        out.append({"batch": batch, "selected": len(chosen), "redundant_selected": redundant})
+        trained = {origin(s, origins) for s in seen}
+        repeats = sum(origin(s, origins) in trained for s in chosen)
+        out.append(
+            {
+                "batch": batch,
+                "selected": len(chosen),
+                "redundant_selected": redundant,
+                "repeats_selected": repeats,
+            }
+        )
     return out
