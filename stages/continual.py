@@ -22,9 +22,13 @@ def main() -> None:
     from cift.config import load_params
     from cift.deploy.pointers import chain_path, read_pointer
     from cift.evaluate.answers import Decoding, generate_answers
-    from cift.evaluate.build import build_evaluator, build_judge, pointer_version
+    from cift.evaluate.build import (
+        build_evaluator,
+        build_judge,
+        judge_configured,
+        pointer_version,
+    )
     from cift.evaluate.continual import continual_metrics
-    from cift.evaluate.judge import judge_pairs
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import stage_run
@@ -77,15 +81,7 @@ def main() -> None:
             }
             for s in heldout
         ]
-        judged = judge_pairs(
-            judge,
-            items,
-            prompt=cfg.judge.prompt,
-            max_new_tokens=int(cfg.judge.max_new_tokens),
-            seed=cfg.seed,
-            min_consistency=float(cfg.gate.judge_min_consistency),
-            n_boot=int(cfg.gate.bootstrap),
-        )
+        judged = judge_configured(cfg, judge, items)
         result["general_win_rate"] = judged["win_rate"]
         result["general_judge"] = {k: v for k, v in judged.items() if k != "rows"}
     result["seconds"] = round(time.perf_counter() - started, 1)

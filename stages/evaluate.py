@@ -19,9 +19,15 @@ from pathlib import Path
 def main(name: str) -> None:
     from cift.config import load_params
     from cift.deploy.pointers import previous_pointer, version_dir
-    from cift.evaluate.build import build_evaluator, build_judge, pointer_version, version_of
+    from cift.evaluate.build import (
+        build_evaluator,
+        build_judge,
+        judge_configured,
+        pointer_version,
+        version_of,
+    )
     from cift.evaluate.gate import gate_decision
-    from cift.evaluate.judge import judge_pairs, pair_items
+    from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
     from cift.generate.batches import batches_through
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
@@ -53,14 +59,8 @@ def main(name: str) -> None:
         answers = {
             role: {r["id"]: r["answer"] for r in results[role][split]["rows"]} for role in versions
         }
-        judged[split] = judge_pairs(
-            judge,
-            pair_items(splits[split], answers["candidate"], answers["deployed"]),
-            prompt=cfg.judge.prompt,
-            max_new_tokens=int(cfg.judge.max_new_tokens),
-            seed=cfg.seed,
-            min_consistency=float(cfg.gate.judge_min_consistency),
-            n_boot=int(cfg.gate.bootstrap),
+        judged[split] = judge_configured(
+            cfg, judge, pair_items(splits[split], answers["candidate"], answers["deployed"])
         )
 
     def gate_view(role: str) -> dict:

@@ -92,8 +92,12 @@ def deployed_preference(cfg, batch: str) -> Callable[[list[dict]], dict[str, str
 
         from cift.deploy.pointers import previous_pointer
         from cift.evaluate.answers import Decoding, generate_answers
-        from cift.evaluate.build import build_evaluator, build_judge, pointer_version
-        from cift.evaluate.judge import judge_pairs
+        from cift.evaluate.build import (
+            build_evaluator,
+            build_judge,
+            judge_configured,
+            pointer_version,
+        )
 
         judge = build_judge(cfg)
         if judge is None:
@@ -115,13 +119,7 @@ def deployed_preference(cfg, batch: str) -> Callable[[list[dict]], dict[str, str
             }
             for s in samples
         ]
-        judged = judge_pairs(
-            judge,
-            items,
-            prompt=cfg.judge.prompt,
-            max_new_tokens=int(cfg.judge.max_new_tokens),
-            seed=cfg.seed,
-        )
+        judged = judge_configured(cfg, judge, items)
         return {r["id"]: answers[r["id"]] for r in judged["rows"] if r["outcome"] == "win"}
 
     return prefer

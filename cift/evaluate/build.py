@@ -71,3 +71,19 @@ def build_judge(cfg: DictConfig) -> Any | None:
     if cfg.judge.get("backend") is None:
         return None
     return instantiate(cfg.judge.backend)
+
+
+def judge_configured(cfg: DictConfig, judge: Any, items: list[dict]) -> dict:
+    """`judge_pairs` with the configured prompt, budget, seed and gate thresholds: the gate, the
+    continual report and the DPO export judge alike."""
+    from cift.evaluate.judge import judge_pairs
+
+    return judge_pairs(
+        judge,
+        items,
+        prompt=cfg.judge.prompt,
+        max_new_tokens=int(cfg.judge.max_new_tokens),
+        seed=cfg.seed,
+        min_consistency=float(cfg.gate.judge_min_consistency),
+        n_boot=int(cfg.gate.bootstrap),
+    )
