@@ -180,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     reports = Path(cfg.paths.reports)
     if args.exps:
         root = repo_root()
-        rows = exps.rows_from_dvc(exps.dvc_exp_show(root))
+        rows = exps.rows_from_dvc(exps.dvc_exp_show(root), exps.git_reader(root))
         rows += exps.rows_from_hydra(exps.hydra_job_folders(root))
         write_json_atomic(reports / "ablations.json", exps.merge(rows))
         print(f"{len(rows)} experiments → {reports / 'ablations.json'}", file=sys.stderr)

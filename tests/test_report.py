@@ -257,6 +257,13 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
     assert [(r["name"], r["source"]) for r in rows] == [("static-run", "dvc"), (str(job), "hydra")]
     merged = exps.merge(rows)
     assert merged["static_final_accuracy"] == 0.22
+    assert rows[0]["final_accuracy_ci"] is None  # dvc exp show keeps scalars only
+
+    def commit(rev: str, path: str) -> dict | None:  # the file as the experiment committed it
+        final = {"accuracy": 0.22, "accuracy_ci": [0.1, 0.3]}
+        return {"ACC": 0.4, "global": {"final": final}} if path.endswith("continual.json") else None
+
+    assert exps.rows_from_dvc(show, commit)[0]["final_accuracy_ci"] == [0.1, 0.3]
     assert merged["random_baseline"] == {
         "accuracy": 0.05,
         "accuracy_ci": [0.0, 0.1],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,15 @@ def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict
     }
 
 
-def rows_from_dvc(show: list[dict]) -> list[dict]:
+def rows_from_dvc(
+    show: list[dict], read: Callable[[str, str], dict | None] | None = None
+) -> list[dict]:
     """Rows of `dvc exp show --json` (every experiment under every baseline commit). A failed
-    experiment is left out: DVC shows it with its baseline's metrics, which are not its own."""
+    experiment is left out: DVC shows it with its baseline's metrics, which are not its own.
+
+    DVC keeps only a metric's scalars (an interval is a list, so it is dropped); `read(rev,
+    path)` returns the whole file from the experiment's commit where it is there (`git_reader`).
+    """
     rows = []
     for baseline in show:
         for group in baseline.get("experiments") or []:
@@ -55,7 +61,10 @@ def rows_from_dvc(show: list[dict]) -> list[dict]:
                 if not data or rev.get("error"):
                     continue
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-                metrics = {p: (m or {}).get("data") for p, m in (data.get("metrics") or {}).items()}
+                metrics = {
+                    p: (read and read(rev["rev"], p)) or (m or {}).get("data")
+                    for p, m in (data.get("metrics") or {}).items()
+                }
                 rows.append(
                     experiment_row(rev.get("name") or rev["rev"][:7], "dvc", params, metrics)
                 )
@@ -72,6 +81,23 @@ def dvc_exp_show(root: Path) -> list[dict]:
         check=True,
     )
     return json.loads(proc.stdout or "[]")
+
+
+def git_reader(root: Path) -> Callable[[str, str], dict | None]:
+    """read(rev, path): a JSON file as an experiment's commit holds it, or None."""
+
+    def read(rev: str, path: str) -> dict | None:
+        proc = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            return None
+        try:
+            return json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            return None
+
+    return read
 
 
 def rows_from_hydra(folders: Iterable[Path]) -> list[dict]:
