@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,10 @@ def rows_from_dvc(
 
 
 def dvc_exp_show(root: Path) -> list[dict]:
-    # -A: experiments queued before the workspace's last commit belong to an older baseline
+    # -A: experiments queued before the workspace's last commit belong to an older baseline;
+    # `python -m dvc`: the dvc installed beside cift, whether or not its venv is on PATH
     proc = subprocess.run(
-        ["dvc", "exp", "show", "-A", "--json"],
+        [sys.executable, "-m", "dvc", "exp", "show", "-A", "--json"],
         cwd=root,
         capture_output=True,
         text=True,
