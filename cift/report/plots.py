@@ -85,15 +85,17 @@ def write_plots(
     plt.close(fig)
 
     write_json_atomic(out / "cost_vs_accuracy.json", cost)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r in cost:
-        ax.scatter(r["train_tokens"], r["accuracy"])
-        ax.annotate(
-            r["arm"], (r["train_tokens"], r["accuracy"]), textcoords="offset points", xytext=(4, 4)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    markers = "osD^vP*X"
+    for i, r in enumerate(cost):  # a legend, not labels: arms of equal cost sit on one point
+        ax.scatter(
+            r["train_tokens"], r["accuracy"], marker=markers[i % len(markers)], label=r["arm"]
         )
     ax.set(
         xlabel="tokens the optimiser saw", ylabel="global-test accuracy", title="Cost vs accuracy"
     )
+    if cost:
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     save_png(fig, out / "cost_vs_accuracy.png")
     written.append(out / "cost_vs_accuracy.png")
     plt.close(fig)
