@@ -2,7 +2,8 @@
 for the filter's selection, so `dvc metrics diff` compares datasets across runs.
 
 Usage: python stages/quality.py BATCH_NAME
-Writes data/batches/<batch>/quality.json and runs/<experiment>/<batch>/quality.json.
+Writes data/quality/<batch>.json and runs/<experiment>/<batch>/quality.json. Not inside
+data/batches/: `continual` depends on that folder, and a quality report must not rerun it.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ def main(name: str) -> None:
     count, embed, grade = quality_parts(cfg, records)
     selected = Path(cfg.paths.runs) / cfg.experiment_name / name
     out = {}
-    for label, samples, folder in (
-        ("candidates", batch / "train.jsonl", batch),
-        ("selected", selected / "selected.jsonl", selected),
+    for label, samples, path in (
+        ("candidates", batch / "train.jsonl", Path(cfg.paths.data) / "quality" / f"{name}.json"),
+        ("selected", selected / "selected.jsonl", selected / "quality.json"),
     ):
         report = quality_report(
             read_jsonl_trusted(samples), count, embed, grade, float(cfg.quality.threshold)
         )
-        write_json_atomic(folder / "quality.json", report)
+        write_json_atomic(path, report)
         out[label] = report
     print(
         json.dumps(
