@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+# the metrics files a row is built from (matched by how their path ends)
+ROW_FILES = ("continual.json", "table1/filtered.json")
+
 
 def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict]) -> dict:
     """One row from a run's params and its metrics files ({path: content})."""
@@ -24,7 +27,7 @@ def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict
     def find(suffix: str) -> dict:
         return next((m for p, m in metrics.items() if p.endswith(suffix) and m), {})
 
-    continual, filtered = find("continual.json"), find("table1/filtered.json")
+    continual, filtered = (find(suffix) for suffix in ROW_FILES)
     final = (continual.get("global") or {}).get("final") or {}
     return {
         "name": name,
@@ -62,8 +65,9 @@ def rows_from_dvc(
                 if not data or rev.get("error"):
                     continue
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-                metrics = {
-                    p: (read and read(rev["rev"], p)) or (m or {}).get("data")
+                metrics = {  # one `git show` per file a row uses, not per metrics file
+                    p: (read and p.endswith(ROW_FILES) and read(rev["rev"], p))
+                    or (m or {}).get("data")
                     for p, m in (data.get("metrics") or {}).items()
                 }
                 rows.append(
