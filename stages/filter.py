@@ -3,7 +3,9 @@ selection, for one batch.
 
 Usage: python stages/filter.py BATCH_NAME [--static]
 Reads data/batches/<batch>/train.jsonl and the proxy pointer left by the previous batch;
-writes runs/<experiment>/<batch>/{selected,rejected,scores}.jsonl, filter.json, plots/.
+writes runs/<experiment>/<batch>/{selected,rejected,scores}.jsonl, filter.json, plots/, and
+quality.json: Dial-insight's metrics of the candidates and of the selection, here because this
+process already holds MiniLM and the tokenizer (a stage of its own paid seconds of imports).
 `--static` (the proxy ablation's cheap half) scores the same candidates with the initial proxy
 instead and writes the same files under runs/<experiment>/<batch>/static/; nothing trains on
 them, so both selections meet the same training history.
@@ -74,7 +76,26 @@ def main(name: str, static: bool = False) -> None:
     stage = "select_static" if static else "filter"
     with stage_run(cfg, stage, name=f"{exp}/{stage}/{name}") as run:
         run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
+    if not static:
+        write_json_atomic(out / "quality.json", quality(cfg, name, read.accepted, kept))
     print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
+
+
+def quality(cfg, name: str, candidates: list[dict], kept: list[dict]) -> dict:
+    """{"candidates": report, "selected": report, "seconds"} (cift.data.quality)."""
+    from cift.data.quality import quality_parts, quality_report
+    from cift.io.jsonl import read_jsonl_trusted
+
+    started = time.perf_counter()
+    path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
+    records = read_jsonl_trusted(path) if path.is_file() else []
+    count, embed, grade = quality_parts(cfg, records)
+    threshold = float(cfg.quality.threshold)
+    out = {
+        label: quality_report(samples, count, embed, grade, threshold)
+        for label, samples in (("candidates", candidates), ("selected", kept))
+    }
+    return out | {"seconds": round(time.perf_counter() - started, 1)}
 
 
 def reuse_chain_selection(folder: Path, started: float) -> None:

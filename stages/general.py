@@ -24,6 +24,7 @@ def main() -> None:
     g = cfg.generate.general
     replay_tasks, heldout = split_general(load_general_tasks(), g.heldout_fraction, cfg.seed)
     replay_tasks = subsample(replay_tasks, g.get("max_replay"), cfg.seed)
+    heldout = subsample(heldout, g.get("max_heldout"), cfg.seed, stream="heldout")
     model = instantiate(cfg.model)
     teacher = LocalTeacher(model, name=f"replay:{model.name}")
     samples, rejects, stats = replay_samples(

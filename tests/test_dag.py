@@ -30,6 +30,10 @@ def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedP
 def check_train_evaluate_deploy(runs: Path) -> None:
     """Each batch: an adapter trained from the last deployed one, a gated evaluation, a pointer."""
     for batch, prev in (("b1", "base"), ("b2", "b1")):
+        filtered = json.loads((runs / batch / "filter.json").read_text())
+        quality = json.loads((runs / batch / "quality.json").read_text())
+        assert quality["candidates"]["n"] == filtered["n_in"] > filtered["kept"]
+        assert quality["selected"]["n"] == filtered["kept"] > 0
         train = json.loads((runs / batch / "train.json").read_text())
         assert train["n"] > 0 and train["train_tokens"] > train["supervised_tokens"] > 0
         assert (runs / "versions" / batch / "adapter_model.safetensors").is_file()

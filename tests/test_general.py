@@ -16,6 +16,7 @@ from cift.data.general import (
     general_messages,
     load_general_tasks,
     split_general,
+    subsample,
     validate_general_answer,
 )
 
@@ -132,6 +133,17 @@ def test_split_edges():
     assert split_general(small, 0.0, seed=0) == (small, [])
     with pytest.raises(ValueError, match="heldout_fraction"):
         split_general(small, 1.0, seed=0)
+
+
+def test_subsample_keeps_order_and_draws_each_stream_apart(tasks):
+    assert subsample(tasks, None, seed=1) == tasks
+    assert subsample(tasks, len(tasks) + 1, seed=1) == tasks
+    drawn = {s: subsample(tasks, 8, seed=1, stream=s) for s in ("replay", "heldout")}
+    for picked in drawn.values():
+        assert len(picked) == 8
+        assert [tasks.index(t) for t in picked] == sorted(tasks.index(t) for t in picked)
+    assert drawn["replay"] == subsample(tasks, 8, seed=1)  # "replay" is the default stream
+    assert drawn["replay"] != drawn["heldout"]
 
 
 # ---------------------------------------------------------------- messages

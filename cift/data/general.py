@@ -123,12 +123,15 @@ def split_general(
     return replay, heldout
 
 
-def subsample(tasks: list[dict], limit: int | None, seed: int) -> list[dict]:
+def subsample(
+    tasks: list[dict], limit: int | None, seed: int, stream: str = "replay"
+) -> list[dict]:
     """At most `limit` tasks drawn with the seed, in input order (None: all): replay only needs
-    as many samples as the largest domain selection it is mixed with."""
+    as many samples as the largest domain selection it is mixed with, and a quick run can judge
+    fewer held-out instructions. `stream` keeps the two draws independent."""
     if limit is None or limit >= len(tasks):
         return tasks
-    keep = set(random.Random(f"{seed}:replay").sample(range(len(tasks)), limit))
+    keep = set(random.Random(f"{seed}:{stream}").sample(range(len(tasks)), limit))
     return [t for i, t in enumerate(tasks) if i in keep]
 
 
