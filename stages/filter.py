@@ -84,12 +84,9 @@ def main(name: str, static: bool = False) -> None:
 def quality(cfg, name: str, candidates: list[dict], kept: list[dict]) -> dict:
     """{"candidates": report, "selected": report, "seconds"} (cift.data.quality)."""
     from cift.data.quality import quality_parts, quality_report
-    from cift.io.jsonl import read_jsonl_trusted
 
     started = time.perf_counter()
-    path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
-    records = read_jsonl_trusted(path) if path.is_file() else []
-    count, embed, grade = quality_parts(cfg, records)
+    count, embed, grade = quality_parts(cfg, batch_records(cfg, name))
     threshold = float(cfg.quality.threshold)
     out = {
         label: quality_report(samples, count, embed, grade, threshold)
@@ -113,19 +110,25 @@ def reuse_chain_selection(folder: Path, started: float) -> None:
 def expert_answers(cfg, name: str):
     """sample -> the KB-built expert answer for its record (G-DIG's seed set), or None."""
     from cift.generate.batches import domain_kb, reference_sample
-    from cift.io.jsonl import read_jsonl_trusted
 
-    path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
     loaded: dict = {}  # records and KB, read on the first call (only G-DIG asks)
 
     def reference(sample: dict) -> dict | None:
         if not loaded:
-            records = read_jsonl_trusted(path) if path.is_file() else []
+            records = batch_records(cfg, name)
             loaded.update(records={r["id"]: r for r in records}, kb=domain_kb(cfg))
         record = loaded["records"].get((sample.get("meta") or {}).get("record_id"))
         return reference_sample(record, loaded["kb"], cfg) if record else None
 
     return reference
+
+
+def batch_records(cfg, name: str) -> list[dict]:
+    """The batch's records (what its samples were generated from); none for imported data."""
+    from cift.io.jsonl import read_jsonl_trusted
+
+    path = Path(cfg.paths.data) / "batches" / name / "records.jsonl"
+    return read_jsonl_trusted(path) if path.is_file() else []
 
 
 if __name__ == "__main__":

@@ -184,8 +184,8 @@ def base_model_hash(folder: Path) -> str:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no .safetensors weights (only safetensors are loaded)")
-    stamps = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _hash_files(stamps)
+    stats = [(f, f.stat()) for f in files]
+    return _hash_files(tuple((str(f.resolve()), s.st_size, s.st_mtime_ns) for f, s in stats))
 
 
 @lru_cache(maxsize=16)
