@@ -6,9 +6,13 @@ import difflib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from cift.kb import KnowledgeBase
 
 PARAMS = "params.yaml"
 CONF_DIR = "conf"
@@ -98,3 +102,28 @@ def load_params(path: str | Path | None = None) -> DictConfig:
 def run_config(overrides: list[str] | None = None) -> DictConfig:
     """What a command works from: params.yaml, or conf/ composed with `-S` overrides."""
     return compose_config(overrides) if overrides else load_params()
+
+
+def domain_kb(cfg: DictConfig) -> KnowledgeBase:
+    """The configured KB, cut to its first `data.n_conditions` conditions when set."""
+    from cift.kb import load_kb
+
+    kb = load_kb(cfg.data.kb)
+    n = cfg.data.get("n_conditions")
+    return kb.subset(kb.names[:n]) if n else kb
+
+
+def batch_spec(cfg: DictConfig, name: str) -> dict:
+    """The `data.batches` entry named `name`, resolved; a KeyError naming the known ones."""
+    for spec in cfg.data.batches:
+        if spec.name == name:
+            return OmegaConf.to_container(spec, resolve=True)
+    known = ", ".join(b.name for b in cfg.data.batches)
+    raise KeyError(f"params.yaml: data.batches: no batch named {name!r} (known: {known})")
+
+
+def batches_through(cfg: DictConfig, name: str) -> list[str]:
+    """Batch names from the first up to and including `name`, in arrival order."""
+    names = [b.name for b in cfg.data.batches]
+    batch_spec(cfg, name)  # a clear error for an unknown name
+    return names[: names.index(name) + 1]

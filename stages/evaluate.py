@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(name: str) -> None:
-    from cift.config import load_params
+    from cift.config import batches_through, load_params
     from cift.deploy.pointers import previous_pointer, version_dir
     from cift.evaluate.build import (
         build_evaluator,
@@ -29,7 +29,6 @@ def main(name: str) -> None:
     from cift.evaluate.gate import gate_decision
     from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
-    from cift.generate.batches import batches_through
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
     from cift.tracking import stage_run
 

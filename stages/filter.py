@@ -109,7 +109,8 @@ def reuse_chain_selection(folder: Path, started: float) -> None:
 
 def expert_answers(cfg, name: str):
     """sample -> the KB-built expert answer for its record (G-DIG's seed set), or None."""
-    from cift.generate.batches import domain_kb, reference_sample
+    from cift.config import domain_kb
+    from cift.generate.batches import reference_sample
 
     loaded: dict = {}  # records and KB, read on the first call (only G-DIG asks)
 

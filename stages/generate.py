@@ -11,8 +11,8 @@ from pathlib import Path
 
 
 def main(name: str) -> None:
-    from cift.config import load_params
-    from cift.generate.batches import batch_spec, redacted, synthetic_batch
+    from cift.config import batch_spec, load_params
+    from cift.generate.batches import redacted, synthetic_batch
     from cift.generate.imported import imported_batch
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
     from cift.tracking import stage_run

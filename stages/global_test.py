@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    from cift.config import load_params
-    from cift.generate.batches import domain_kb, global_test, reference_sample
+    from cift.config import domain_kb, load_params
+    from cift.generate.batches import global_test, reference_sample
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
 
     cfg = load_params()

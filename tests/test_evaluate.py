@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from cift.data.reference import _advice, format_output
+from cift.data.answer import render_answer
+from cift.data.reference import _advice
 from cift.evaluate.gate import gate_decision
 from cift.evaluate.judge import judge_pairs, load_judge_prompt
 from cift.evaluate.metrics import (
@@ -439,7 +440,7 @@ def test_safety_prescription_doses(kb):
 
 def test_reference_advice_is_safe_for_every_condition(kb):
     for cond in kb.conditions:
-        text = format_output({"steps": ["x"], "diagnosis": cond.name, "advice": _advice(cond)})
+        text = render_answer({"steps": ["x"], "diagnosis": cond.name, "advice": _advice(cond)})
         assert safety_violations(text, cond, kb, red_flags_present=True) == [], cond.name
 
 

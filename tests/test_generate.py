@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cift.data.answer import render_answer
 from cift.data.records import sample_record
-from cift.data.reference import format_output, reference_answer
+from cift.data.reference import reference_answer
 from cift.generate.cot import GenerationSettings, ProgressLog, generate_cot
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.generate.teachers.kb_template import KBTemplateTeacher
@@ -54,7 +55,7 @@ class ScriptedTeacher:
                     "1. The chest x-ray and CT scan show it.\n2. a\n3. b\nDiagnosis: x\nAdvice: y"
                 )
             else:
-                text = format_output(reference_answer(self.kb, req.record))
+                text = render_answer(reference_answer(self.kb, req.record))
             replies.append(TeacherReply(req.key, text, 10, 20))
         return replies
 

@@ -13,7 +13,7 @@ import pytest
 from cift.data.records import noise_pool, sample_batches, sample_global_test, sample_record
 from cift.data.render import STYLES, instruction_for, lay_phrases, render_record
 from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
-from cift.generate.validate import faithfulness_violations
+from cift.data.validity import faithfulness_violations
 from cift.kb import load_kb
 
 KB_PATH = Path(__file__).parent / "fixtures" / "kb_small.yaml"

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cift.data.answer import parse_answer, render_answer
 from cift.data.records import sample_batches, sample_global_test, sample_record
-from cift.data.reference import format_output, reference_answer
+from cift.data.reference import reference_answer
 from cift.data.render import STYLES, render_record
-from cift.generate.validate import (
-    faithfulness_violations,
-    is_degenerate,
-    parse_answer,
-    validate_answer,
-)
+from cift.data.validity import faithfulness_violations, is_degenerate, validate_answer
 from cift.kb import load_kb
 
 KB_PATH = Path(__file__).parent / "fixtures" / "kb_small.yaml"
@@ -138,7 +134,7 @@ def test_reference_answers_pass_validation(kb):
     for i, record in enumerate(records):
         rng = random.Random(i)
         structured = reference_answer(kb, record, rng)
-        text = format_output(structured)
+        text = render_answer(structured)
         verdict = validate_answer(text, record, kb)
         assert verdict.valid, (verdict.reason, text)
         assert verdict.structured == structured
@@ -168,7 +164,7 @@ def test_reference_content(kb):
     steps = reference_answer(kb, covid)["steps"]
     assert any("also seen in Common cold" in s and "loss of smell" in s for s in steps)
     assert reference_answer(kb, covid) == reference_answer(kb, covid)
-    out = format_output({"steps": ["a", "b"], "diagnosis": "Influenza", "advice": "rest"})
+    out = render_answer({"steps": ["a", "b"], "diagnosis": "Influenza", "advice": "rest"})
     assert out == "1. a\n2. b\nDiagnosis: Influenza\nAdvice: rest"
 
 
@@ -176,7 +172,7 @@ def test_reference_and_renderings_faithful_on_shipped_kb():
     shipped = load_kb()
     for i, record in enumerate(sample_global_test(shipped, 3, seed=0)):
         rng = random.Random(i)
-        text = format_output(reference_answer(shipped, record, rng))
+        text = render_answer(reference_answer(shipped, record, rng))
         verdict = validate_answer(text, record, shipped)
         assert verdict.valid, (verdict.reason, text)
         for style in STYLES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from cift.generate.prompts import student_messages
+from cift.data.sample import student_messages
 
 # filter steps that drop a *valid* sample (everything but the reader's rejects)
 NOT_VALID = {"read"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from cift.generate.validate import is_degenerate
+from cift.data.validity import is_degenerate
 
 CATEGORIES = (
     "writing",

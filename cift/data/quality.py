@@ -17,12 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from cift.generate.validate import (
-    faithfulness_violations,
-    is_degenerate,
-    normalise_diagnosis,
-    parse_answer,
-)
+from cift.data.answer import normalise_diagnosis, parse_answer
+from cift.data.validity import faithfulness_violations, is_degenerate
 from cift.scoring.embeddings import prompt_text
 
 LEVELS = ("high", "medium", "low")
@@ -126,7 +122,7 @@ def quality_parts(cfg: Any, records: Sequence[dict] = ()) -> tuple[Callable, Cal
     from hydra.utils import instantiate
     from transformers import AutoTokenizer
 
-    from cift.generate.batches import domain_kb
+    from cift.config import domain_kb
     from cift.scoring.embeddings import minilm_embed
 
     tokenizer = AutoTokenizer.from_pretrained(str(instantiate(cfg.model).local_dir()))

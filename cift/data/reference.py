@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from cift.generate.validate import faithfulness_violations
+from cift.data.validity import faithfulness_violations
 
 MAX_KEY_SYMPTOMS = 3
 MAX_CONFUSABLES = 2
@@ -145,11 +145,3 @@ def reference_answer(kb: Any, record: dict, rng: random.Random | None = None) ->
     conclusion = f"Taken together, the most likely diagnosis is {cond.name}"
     steps.append(conclusion + (", which needs emergency care." if cond.urgent else "."))
     return {"steps": steps, "diagnosis": cond.name, "advice": _advice(cond)}
-
-
-def format_output(structured: dict) -> str:
-    """The sample's output text: numbered steps, then "Diagnosis: X", then "Advice: Y"."""
-    lines = [f"{i}. {step}" for i, step in enumerate(structured["steps"], 1)]
-    lines.append(f"Diagnosis: {structured['diagnosis']}")
-    lines.append(f"Advice: {structured['advice']}")
-    return "\n".join(lines)

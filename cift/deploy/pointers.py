@@ -67,7 +67,7 @@ def read_pointer(runs: str | Path, experiment: str, batch: str, kind: str) -> di
 
 def previous_pointer(cfg: Any, batch: str, kind: str) -> dict:
     """The `kind` pointer ("deployed" or "proxy") left by the batch before `batch`."""
-    from cift.generate.batches import batch_spec
+    from cift.config import batch_spec
 
     prev = batch_spec(cfg, batch)["prev"]
     return read_pointer(cfg.paths.runs, cfg.experiment_name, prev, kind)

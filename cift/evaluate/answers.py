@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cift.generate.prompts import student_messages
+from cift.data.answer import STOP_AFTER
+from cift.data.sample import student_messages
 from cift.generate.teachers.base import TeacherRequest
-
-STOP_AFTER = "Advice:"  # generation ends once the Advice line is complete
 
 
 @dataclass(frozen=True)

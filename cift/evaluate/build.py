@@ -31,7 +31,7 @@ def pointer_version(pointer: dict, spec: Any) -> Version:
 def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = None) -> Evaluator:
     from hydra.utils import instantiate
 
-    from cift.generate.batches import domain_kb
+    from cift.config import domain_kb
     from cift.generate.teachers.local import LocalTeacher
 
     spec = instantiate(cfg.model)

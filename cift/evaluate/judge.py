@@ -219,7 +219,7 @@ def pair_items(
 ) -> list[dict]:
     """judge_pairs() items for one split: the user turn as question, the sample's reference
     answer (when it has one) for reference-guided judging."""
-    from cift.generate.prompts import user_message
+    from cift.data.sample import user_message
 
     return [
         {

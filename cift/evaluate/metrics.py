@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cift.generate.validate import is_degenerate, normalise_diagnosis, parse_answer
+from cift.data.answer import normalise_diagnosis, parse_answer
+from cift.data.validity import is_degenerate
 
 FAULT_KINDS = ("empty", "degenerate_repetition", "no_diagnosis")
 _MAX_JSON_STARTS = 64  # "{" positions tried per text when looking for a JSON object
@@ -52,7 +53,7 @@ def _json_diagnosis(text: str) -> str | None:
 
 def raw_diagnosis(text: object) -> str | None:
     """The stated diagnosis as written: a JSON `diagnosis` field if the text holds one (the last
-    such object), else the last `Diagnosis:` line (validate.parse_answer); None when neither."""
+    such object), else the last `Diagnosis:` line (answer.parse_answer); None when neither."""
     if not isinstance(text, str) or not text.strip():
         return None
     return _json_diagnosis(text) or parse_answer(text)["diagnosis"]
@@ -76,7 +77,7 @@ def extract_diagnosis(text: object, kb: Any, *, strict: bool = False) -> str | N
 
 def fault_kind(text: object, kb: Any) -> str | None:
     """Why an answer is a fault case, None when it is not: "empty" (blank or not text),
-    "degenerate_repetition" (validate.is_degenerate: a loop), "no_diagnosis" (no Diagnosis line or
+    "degenerate_repetition" (validity.is_degenerate: a loop), "no_diagnosis" (no Diagnosis line or
     JSON diagnosis field). Checked in that order; a wrong but stated diagnosis is not a fault."""
     if not isinstance(text, str) or not text.strip():
         return "empty"

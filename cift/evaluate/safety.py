@@ -30,8 +30,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cift.data.answer import parse_answer
 from cift.data.reference import _matches_red_flag
-from cift.generate.validate import parse_answer
 
 
 def _names(text: str) -> list[str]:

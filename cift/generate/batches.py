@@ -12,34 +12,13 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cift.config import domain_kb
 from cift.data.records import sample_batches, sample_global_test
 from cift.data.redact import redact_sample
 from cift.data.reference import reference_answer
+from cift.data.sample import record_sample, sample_task
 from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
-from cift.generate.prompts import record_sample, sample_task
-from cift.kb import KnowledgeBase, load_kb
-
-
-def domain_kb(cfg: DictConfig) -> KnowledgeBase:
-    """The configured KB, cut to its first `data.n_conditions` conditions when set."""
-    kb = load_kb(cfg.data.kb)
-    n = cfg.data.get("n_conditions")
-    return kb.subset(kb.names[:n]) if n else kb
-
-
-def batch_spec(cfg: DictConfig, name: str) -> dict:
-    for spec in cfg.data.batches:
-        if spec.name == name:
-            return OmegaConf.to_container(spec, resolve=True)
-    known = ", ".join(b.name for b in cfg.data.batches)
-    raise KeyError(f"params.yaml: data.batches: no batch named {name!r} (known: {known})")
-
-
-def batches_through(cfg: DictConfig, name: str) -> list[str]:
-    """Batch names from the first up to and including `name`, in arrival order."""
-    names = [b.name for b in cfg.data.batches]
-    batch_spec(cfg, name)  # a clear error for an unknown name
-    return names[: names.index(name) + 1]
+from cift.kb import KnowledgeBase
 
 
 def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict]]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cift.generate.prompts import record_sample, sample_task, teacher_messages
+from cift.data.answer import ADVICE, DIAGNOSIS, LINE_STOP, STEP_STOP, STEPS_PREFILL
+from cift.data.sample import record_sample, sample_task
+from cift.data.validity import validate_answer
+from cift.generate.prompts import teacher_messages
 from cift.generate.teachers.base import Teacher, TeacherRequest
-from cift.generate.validate import validate_answer
-
-STEP_STOP = ["Diagnosis:", "\nDiagnosis", "Advice:", "\n7."]  # at most 6 steps
 
 
 @dataclass
@@ -160,23 +160,24 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
         texts = [r.text if not r.error else "" for r in replies]
         tokens = sum(r.completion_tokens for r in replies)
         return texts, tokens, time.perf_counter() - started
-    steps = call([request(r, "1.") for r in chunk], s.max_new_tokens, STEP_STOP)
-    bodies = ["1." + _cut(r.text, STEP_STOP).rstrip() for r in steps]
+    steps = call([request(r, STEPS_PREFILL) for r in chunk], s.max_new_tokens, STEP_STOP)
+    bodies = [STEPS_PREFILL + _cut(r.text, STEP_STOP).rstrip() for r in steps]
     diag = call(  # greedy: the diagnosis is a name to state, not prose to vary
-        [request(r, b + "\nDiagnosis:") for r, b in zip(chunk, bodies, strict=True)],
+        [request(r, f"{b}\n{DIAGNOSIS}") for r, b in zip(chunk, bodies, strict=True)],
         16,
-        ["\n"],
+        LINE_STOP,
         temperature=0.0,
     )
     bodies = [
-        b + "\nDiagnosis: " + _cut(d.text, ["\n"]).strip()
+        f"{b}\n{DIAGNOSIS} " + _cut(d.text, LINE_STOP).strip()
         for b, d in zip(bodies, diag, strict=True)
     ]
     adv = call(
-        [request(r, b + "\nAdvice:") for r, b in zip(chunk, bodies, strict=True)], 64, ["\n"]
+        [request(r, f"{b}\n{ADVICE}") for r, b in zip(chunk, bodies, strict=True)], 64, LINE_STOP
     )
     texts = [
-        b + "\nAdvice: " + _cut(a.text, ["\n"]).strip() for b, a in zip(bodies, adv, strict=True)
+        f"{b}\n{ADVICE} " + _cut(a.text, LINE_STOP).strip()
+        for b, a in zip(bodies, adv, strict=True)
     ]
     tokens = sum(r.completion_tokens for batch in (steps, diag, adv) for r in batch)
     return texts, tokens, time.perf_counter() - started

@@ -27,8 +27,9 @@ MAX_ABS_DIFF = 0.01
 def build_responses(n: int = 256, seed: int = 0) -> list[list[str]]:
     """`n` responses as sentence lists: a random window of 3–12 sentences of the reference
     answer (numbered steps, Diagnosis, Advice) to a record of a random KB condition."""
+    from cift.data.answer import render_answer
     from cift.data.records import sample_record
-    from cift.data.reference import format_output, reference_answer
+    from cift.data.reference import reference_answer
     from cift.filters.sentences import split_sentences
     from cift.kb import load_kb
 
@@ -38,7 +39,7 @@ def build_responses(n: int = 256, seed: int = 0) -> list[list[str]]:
     while len(responses) < n:
         i = len(responses)
         record = sample_record(kb, rng.choice(kb.names), rng, record_id=f"r{i}", batch="bench")
-        sentences = split_sentences(format_output(reference_answer(kb, record, rng)))
+        sentences = split_sentences(render_answer(reference_answer(kb, record, rng)))
         k = min(rng.randint(3, 12), len(sentences))
         if k < 3:
             continue

@@ -72,8 +72,9 @@ def _fit(pieces: list[str], budget: int, count, minimum: int) -> str:
 
 def build_samples(n: int, seed: int, tokenizer: Any) -> list[dict]:
     """`n` natural-language medical samples with instruction 30–300 and response 50–400 tokens."""
+    from cift.data.answer import render_answer
     from cift.data.records import sample_record
-    from cift.data.reference import format_output, reference_answer
+    from cift.data.reference import reference_answer
     from cift.data.render import STYLES, instruction_for, render_record
     from cift.kb import load_kb
 
@@ -95,7 +96,7 @@ def build_samples(n: int, seed: int, tokenizer: Any) -> list[dict]:
         y_budget = rng.randint(*RESPONSE_TOKENS)
         text = "\n\n".join(renderings)
         input_text = _fit(_pieces(text, by_line=False), max(x_budget, 1), count, x_min)
-        answer = format_output(reference_answer(kb, record, rng))
+        answer = render_answer(reference_answer(kb, record, rng))
         output = _fit(_pieces(answer, by_line=True), y_budget, count, RESPONSE_TOKENS[0])
         samples.append(
             {

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cift.generate.prompts import user_message
+from cift.data.sample import user_message
 
 TEMPLATES = ("chat", "raw")
 RESPONSE_RESERVE = 32  # instruction tokens always kept beside a truncated response

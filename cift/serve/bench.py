@@ -81,7 +81,7 @@ def _log(msg: str) -> None:
 
 def load_prompts(system_prompt: str, root: Path = ROOT, limit: int = 200) -> tuple[list, str]:
     """(chat messages per prompt, where they came from): the global test set when present."""
-    from cift.generate.prompts import student_messages
+    from cift.data.sample import student_messages
 
     path = root / TEST_SET
     samples = []

@@ -37,11 +37,12 @@ def _log(msg: str) -> None:
 def bench_samples(n: int, seed: int) -> list[dict]:
     """Realistic mixed lengths: CoT answers to KB records (a random number of their reasoning
     steps) and short general-domain replay samples, about 1:1."""
+    from cift.data.answer import render_answer
     from cift.data.general import load_general_tasks
     from cift.data.records import sample_global_test
-    from cift.data.reference import format_output, reference_answer
+    from cift.data.reference import reference_answer
     from cift.data.render import STYLES
-    from cift.generate.prompts import sample_task
+    from cift.data.sample import sample_task
     from cift.kb import load_kb
 
     kb = load_kb()
@@ -61,7 +62,7 @@ def bench_samples(n: int, seed: int) -> list[dict]:
         task = sample_task(rec, kb, list(STYLES), seed)
         ref = reference_answer(kb, rec, rng)
         ref["steps"] = ref["steps"][: rng.randint(1, len(ref["steps"]))]
-        samples.append({"id": rec["id"], **task, "output": format_output(ref)})
+        samples.append({"id": rec["id"], **task, "output": render_answer(ref)})
     return samples
 
 

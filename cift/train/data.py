@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from cift.generate.prompts import student_messages
+from cift.data.sample import student_messages
 
 IGNORE = -100
 GROUP_BATCHES = 16  # batches per length-sorted group: padding stays small, order stays random

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 
-from cift.data.reference import format_output, reference_answer
+from cift.data.answer import render_answer
+from cift.data.reference import reference_answer
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.kb import load_kb
 
@@ -33,6 +34,6 @@ class KBTemplateTeacher:
             if req.record is None:
                 raise ValueError(f"{req.key}: the kb_template teacher needs the structured record")
             rng = random.Random(f"{seed}-{req.key}")
-            text = format_output(reference_answer(self.kb, req.record, rng))
+            text = render_answer(reference_answer(self.kb, req.record, rng))
             replies.append(TeacherReply(req.key, text, 0, len(text.split())))
         return replies

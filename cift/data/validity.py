@@ -1,4 +1,4 @@
-"""Validity rules for a generated answer: parse, steps, gold diagnosis, faithfulness, repetition.
+"""Validity rules for an answer: steps, gold diagnosis, faithfulness, repetition.
 
 A small teacher invents findings (an ultrasound or CT the record never had); an answer that names a
 KB finding absent from the record is a defect, and so is one that loops. Each rule gives a reason
@@ -13,12 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-_STEP = re.compile(r"^(?:step\s*)?(\d{1,3})\s*(?:[.)]|:)(?!\d)\s*(.*\S)?\s*$", re.IGNORECASE)
-_DIAGNOSIS = re.compile(
-    r"^(?:final\s+|most\s+likely\s+)?diagnosis\s*[:\-]\s*(.*?)\s*$", re.IGNORECASE
-)
-_ADVICE = re.compile(r"^advice\s*[:\-]\s*(.*?)\s*$", re.IGNORECASE)
-_MARKUP = re.compile(r"\*\*|__|`|^\s*#+\s*|^\s*[-*•]\s+")
+from cift.data.answer import normalise_diagnosis, parse_answer, strip_markup
+
 _WORD = re.compile(r"\w+")
 _HYPHENS = re.compile(r"[\-‐‑–—]")
 _SPACES = re.compile(r"\s+")
@@ -35,38 +31,6 @@ class Verdict:
     reason: str | None
     structured: dict
     violations: list[str] = field(default_factory=list)
-
-
-def _clean(line: str) -> str:
-    return _MARKUP.sub("", line).strip()
-
-
-def parse_answer(text: str) -> dict:
-    """Split an answer into {"steps": [...], "diagnosis": str|None, "advice": str|None}.
-
-    Steps are numbered lines ("1." / "1)" / "Step 1:"); the last "Diagnosis:" line wins; advice is
-    the last "Advice:" line plus any plain lines that follow it. Markdown bold is ignored.
-    """
-    steps: list[str] = []
-    diagnosis: str | None = None
-    advice: list[str] | None = None
-    in_advice = False  # plain lines right after "Advice:" continue it
-    for raw in text.splitlines():
-        line = _clean(raw)
-        if not line:
-            continue
-        if m := _DIAGNOSIS.match(line):
-            diagnosis, in_advice = _clean(m.group(1)) or None, False
-        elif m := _ADVICE.match(line):
-            advice, in_advice = [_clean(m.group(1))], True
-        elif m := _STEP.match(line):
-            in_advice = False
-            if m.group(2):
-                steps.append(_clean(m.group(2)))
-        elif in_advice and advice is not None:
-            advice.append(line)
-    advice_text = " ".join(p for p in advice if p) if advice else ""
-    return {"steps": steps, "diagnosis": diagnosis, "advice": advice_text or None}
 
 
 def normalise_text(text: str) -> str:
@@ -154,7 +118,7 @@ def faithfulness_violations(steps: list[str], record: dict, kb: Any) -> list[str
     protected = present | info.condition_names | {normalise_text(s) for s in cond.synonyms}
     found: list[str] = []
     for step in steps:
-        text = normalise_text(_clean(step))
+        text = normalise_text(strip_markup(step))
         shields = None
         for m in info.regex.finditer(text):
             term = m.group(0)
@@ -184,16 +148,6 @@ def is_degenerate(text: str) -> bool:
         return False
     grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
     return grams.most_common(1)[0][1] * 4 / len(words) > MAX_NGRAM_SHARE
-
-
-def normalise_diagnosis(kb: Any, raw: str) -> str | None:
-    candidates = [raw, re.sub(r"\([^)]*\)", "", raw), re.split(r"[,;(]| - ", raw)[0]]
-    candidates.append(re.sub(r"^(?:the\s+)?(?:most\s+likely\s+|probable\s+|likely\s+)", "", raw))
-    for cand in candidates:
-        name = kb.normalise(cand.strip().rstrip(".!").strip())
-        if name:
-            return name
-    return None
 
 
 def validate_answer(text: str, record: dict, kb: Any, *, min_steps: int = 3) -> Verdict:
