@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from cift.cli_common import add_set_option
+
 
 def cmd_compose(args: argparse.Namespace) -> int:
     from cift.config import check_params, compose_params
@@ -156,18 +158,6 @@ def cmd_export_merged(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result))
     return 0
-
-
-def add_set_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    p.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="OVERRIDE",
-        help=help or "Hydra override (repeatable), e.g. -S profile=tiny",
-    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

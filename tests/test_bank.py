@@ -10,7 +10,7 @@ import pytest
 from cift.bank.select import AdapterScore, score_adapters, select_group
 from cift.bank.store import ImportRefused, bank, import_adapter
 from cift.models import ModelSpec
-from cift.registry.store import Refused, Registry
+from cift.registry import Refused, Registry
 from cift.train.module import wrap_lora
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}

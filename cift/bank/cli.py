@@ -20,20 +20,23 @@ def _spec(overrides: list[str]) -> Any:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from cift.bank.store import import_adapter
-    from cift.registry.cli import _registry
+    from cift.registry.cli import registry_from_args
 
     command = shlex.join(["cift", "bank", "import", args.path, "--name", args.name])
-    version = import_adapter(_registry(args), args.path, args.name, _spec(args.overrides), command)
+    version = import_adapter(
+        registry_from_args(args), args.path, args.name, _spec(args.overrides), command
+    )
     print(json.dumps({"version": version, "alias": args.name, "source": "imported"}))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from cift.bank.store import bank
-    from cift.registry.cli import _headline, _registry, _s, _table
+    from cift.cli_common import cell, table
+    from cift.registry.cli import headline, registry_from_args
     from cift.registry.store import summary
 
-    records = bank(_registry(args))
+    records = bank(registry_from_args(args))
     if args.json:
         print(json.dumps([summary(r) | {"source": r["source"]} for r in records]))
         return 0
@@ -42,13 +45,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["version"],
             ",".join(r["aliases"]) or "-",
             r["source"],
-            _s(r.get("batch")),
-            _s(r.get("created")),
-            _headline(r),
+            cell(r.get("batch")),
+            cell(r.get("created")),
+            headline(r),
         ]
         for r in records
     ]
-    print(_table(rows, ["VERSION", "ALIASES", "SOURCE", "BATCH", "CREATED", "METRICS"]))
+    print(table(rows, ["VERSION", "ALIASES", "SOURCE", "BATCH", "CREATED", "METRICS"]))
     return 0
 
 
@@ -56,14 +59,16 @@ def cmd_select(args: argparse.Namespace) -> int:
     from cift.bank.select import kshot_examples, score_adapters, select_group
     from cift.bank.store import bank
     from cift.config import run_config
-    from cift.registry.cli import _registry
+    from cift.registry.cli import registry_from_args
 
     cfg = run_config(args.overrides)
     weights = [float(w) for w in args.weights.split(",")]
     if len(weights) != 3:
         print(f"--weights {args.weights!r}: need three numbers a,b,c", file=sys.stderr)
         return 2
-    adapters = {r["version"]: r["adapter_path"] for r in bank(_registry(args)) if r["adapter_path"]}
+    adapters = {
+        r["version"]: r["adapter_path"] for r in bank(registry_from_args(args)) if r["adapter_path"]
+    }
     if not adapters:
         print("cift bank select: the bank has no adapters yet", file=sys.stderr)
         return 1
@@ -91,10 +96,10 @@ def cmd_moe(args: argparse.Namespace) -> int:
     from cift.bank.moe import build_moe, expert_tensors, save_moe, train_router
     from cift.bank.select import kshot_examples
     from cift.config import run_config
-    from cift.registry.cli import _registry
+    from cift.registry.cli import registry_from_args
 
     cfg = run_config(args.overrides)
-    registry = _registry(args)
+    registry = registry_from_args(args)
     experts = [registry.show(name) for name in args.experts.split(",")]
     if any(e["adapter_path"] is None for e in experts):
         print("cift bank moe: the base (v0000) is not an expert", file=sys.stderr)
@@ -154,10 +159,10 @@ def cmd_eval_moe(args: argparse.Namespace) -> int:
     from cift.config import run_config
     from cift.evaluate.build import build_evaluator, version_of
     from cift.io.jsonl import read_jsonl_trusted
-    from cift.registry.cli import _registry
+    from cift.registry.cli import registry_from_args
 
     cfg = run_config(args.overrides)
-    registry = _registry(args)
+    registry = registry_from_args(args)
     moe = registry.show(args.moe)
     experts = [registry.show(v) for v in moe["experts"]]
     batches = [b.name for b in cfg.data.batches]
@@ -211,7 +216,7 @@ def cmd_eval_moe(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from cift.cli import add_set_option
+    from cift.cli_common import add_set_option
     from cift.registry.cli import command_adder
 
     bank = sub.add_parser("bank", help="the registry as an adapter bank: import, list, select")

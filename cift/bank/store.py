@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cift.registry import Registry
 from cift.registry.store import (
     ADAPTER_META,
     Refused,
-    Registry,
     check_adapter_folder,
 )
 

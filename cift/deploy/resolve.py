@@ -28,7 +28,8 @@ def resolve_model(
 
 
 def _from_registry(name: str, root: str | Path | None) -> tuple[str, str | None] | None:
-    from cift.registry.store import STATE, InvalidName, NotFound, Registry
+    from cift.registry import Registry
+    from cift.registry.store import STATE, InvalidName, NotFound
 
     if not root or not (Path(root) / STATE).is_file():
         return None

@@ -4,12 +4,12 @@
 `Registry(root)` is the API (the server resolves aliases through it); `cift registry …` the CLI.
 """
 
+from cift.registry.api import Registry
 from cift.registry.store import (
     BASE_ID,
     InvalidName,
     NotFound,
     Refused,
-    Registry,
     RegistryError,
     VersionInfo,
 )

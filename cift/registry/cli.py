@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cift.cli_common import cell, table
+
 DEFAULT_DIR = "registry"
 
 
@@ -40,8 +42,8 @@ def default_registry_dir() -> Path:
     return Path(DEFAULT_DIR)
 
 
-def _registry(args: argparse.Namespace) -> Any:
-    from cift.registry.store import Registry
+def registry_from_args(args: argparse.Namespace) -> Any:
+    from cift.registry import Registry
 
     registry = Registry(args.registry or default_registry_dir())
     args.registry_object = registry  # so `_guarded` can print its mirror warnings
@@ -65,19 +67,7 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    cells = [header, *rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def _s(value: Any) -> str:
-    return "-" if value is None or value == [] else str(value)
-
-
-def _headline(record: dict) -> str:
+def headline(record: dict) -> str:
     """A one-cell summary of a version's metrics: accuracy on its own test split, or the first."""
     splits = (record.get("metrics") or {}).get("splits") or {}
     if not isinstance(splits, dict) or not splits:
@@ -97,7 +87,7 @@ def _headline(record: dict) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from cift.registry.store import summary
 
-    records = _registry(args).list()
+    records = registry_from_args(args).list()
     if args.json:
         print(json.dumps([summary(r) for r in records], ensure_ascii=False))
         return 0
@@ -105,21 +95,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         [
             r["version"],
             ",".join(r["aliases"]) or "-",
-            _s(r.get("parent")),
-            _s(r.get("batch")),
-            _s(r.get("decision")),
-            _s(r.get("created")),
-            _headline(r),
+            cell(r.get("parent")),
+            cell(r.get("batch")),
+            cell(r.get("decision")),
+            cell(r.get("created")),
+            headline(r),
         ]
         for r in records
     ]
     header = ["VERSION", "ALIASES", "PARENT", "BATCH", "DECISION", "CREATED", "METRICS"]
-    print(_table(rows, header))
+    print(table(rows, header))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _registry(args).show(args.version)
+    record = registry_from_args(args).show(args.version)
     if args.json:
         print(json.dumps(record, ensure_ascii=False))
         return 0
@@ -128,7 +118,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             value = json.dumps(value, ensure_ascii=False)
         elif key == "aliases":
             value = ",".join(value) or "-"
-        print(f"{key:>15}  {_s(value)}")
+        print(f"{key:>15}  {cell(value)}")
     return 0
 
 
@@ -142,7 +132,7 @@ def _moved(before: dict, after: dict, alias: str, target: str) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+    registry = registry_from_args(args)
     before = registry.aliases()
     after = registry.promote(args.version, reason=args.reason, command=_command(args))
     _moved(before, registry.aliases(), "production", after)
@@ -150,7 +140,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+    registry = registry_from_args(args)
     before = registry.aliases()
     after = registry.rollback(to=args.to, reason=args.reason, command=_command(args))
     _moved(before, registry.aliases(), "production", after)
@@ -158,7 +148,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+    registry = registry_from_args(args)
     before = registry.aliases()
     after = registry.tag(args.version, args.alias, reason=args.reason, command=_command(args))
     _moved(before, registry.aliases(), args.alias, after)
@@ -166,7 +156,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    entries = _registry(args).history()
+    entries = registry_from_args(args).history()
     if args.alias:
         entries = [e for e in entries if e.get("alias") == args.alias]
     if args.last is not None:
@@ -176,21 +166,21 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            _s(e.get("ts")),
-            _s(e.get("action")),
-            _s(e.get("alias")),
-            _s(e.get("from")),
-            _s(e.get("to")),
-            _s(e.get("reason")),
+            cell(e.get("ts")),
+            cell(e.get("action")),
+            cell(e.get("alias")),
+            cell(e.get("from")),
+            cell(e.get("to")),
+            cell(e.get("reason")),
         ]
         for e in entries
     ]
-    print(_table(rows, ["TS", "ACTION", "ALIAS", "FROM", "TO", "REASON"]))
+    print(table(rows, ["TS", "ACTION", "ALIAS", "FROM", "TO", "REASON"]))
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    result = _registry(args).publish(
+    result = registry_from_args(args).publish(
         args.run_dir, batches=args.batches or None, command=_command(args)
     )
     print(json.dumps(result, ensure_ascii=False))
@@ -204,7 +194,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     """Set the mirror options given (none: only print them); prints the result as JSON."""
     from cift.registry.mirrors import mirror_options
 
-    registry = _registry(args)
+    registry = registry_from_args(args)
     changes: dict[str, Any] = {}
     if args.git_tags is not None:
         changes["git_tags"] = ON_OFF[args.git_tags]

@@ -44,17 +44,24 @@ from typing import Any
 
 from cift.registry.store import (
     BASE_ID,
-    MIRROR_DEFAULTS,
     PRODUCTION,
     InvalidName,
-    Registry,
     RegistryError,
+    Store,
     base_meta,
     check_alias,
     is_version_id,
     now_iso,
 )
 
+MIRROR_DEFAULTS = {
+    "git_tags": False,  # annotated tags in GTO's format in the git repo holding the registry
+    "wandb": False,  # a W&B artifact with the alias on every alias move
+    "git_artifact": "model",  # GTO artifact name: model@v0.0.3, model#prod#4
+    "wandb_project": "cift",
+    "wandb_artifact": "cift-model",
+    "wandb_dir": "logs/wandb",  # a relative one is taken from the registry folder's parent
+}
 MIRROR_LOG = "mirrors.jsonl"
 MIRROR_LOCK = ".mirrors.lock"
 MIRROR_LOCK_TIMEOUT_S = 60.0
@@ -165,7 +172,7 @@ def _events(entries: list[dict]) -> tuple[list[str], dict[str, dict]]:
     return registered, moves
 
 
-def run_mirrors(registry: Registry, entries: list[dict]) -> dict | None:
+def run_mirrors(registry: Store, entries: list[dict]) -> dict | None:
     """Mirror one registry write (its new history entries) to the enabled mirrors.
 
     Reads the registry's *current* state, so mirrors of concurrent writes that finish in another
@@ -204,7 +211,7 @@ def _guard(report: dict, name: str, func: Any, *args: Any) -> dict:
     return result
 
 
-def _append_log(registry: Registry, report: dict) -> None:
+def _append_log(registry: Store, report: dict) -> None:
     """One JSON line per mirrored write in `registry/mirrors.jsonl` (best effort)."""
     try:
         with (registry.root / MIRROR_LOG).open("a", encoding="utf-8") as handle:
@@ -314,9 +321,7 @@ class _Tags:
         return {commit for commit, assigned in last.items() if assigned}
 
 
-def mirror_git(
-    registry: Registry, state: dict, registered: list[str], moves: dict[str, dict]
-) -> dict:
+def mirror_git(registry: Store, state: dict, registered: list[str], moves: dict[str, dict]) -> dict:
     """Registration tags for `registered` (and every moved alias's version), stage tags for
     every moved alias, in the git repository holding the registry folder."""
     options = mirror_options(state)
@@ -347,7 +352,7 @@ def mirror_git(
 
 def _sync_git(
     git: _Git,
-    registry: Registry,
+    registry: Store,
     state: dict,
     artifact: str,
     registered: list[str],
@@ -408,7 +413,7 @@ def _details(alias: str, entry: dict, target: str | None = None) -> str:
 
 
 def _ensure_registration(
-    git: _Git, registry: Registry, state: dict, tags: _Tags, version: str, result: dict
+    git: _Git, registry: Store, state: dict, tags: _Tags, version: str, result: dict
 ) -> str | None:
     """The commit of `{artifact}@v0.0.N`, creating the version's commit and tag when missing."""
     name = registration_tag(tags.artifact, version)
@@ -477,13 +482,13 @@ def _create_tag(
 # W&B
 
 
-def wandb_folder(registry: Registry, options: dict) -> Path:
+def wandb_folder(registry: Store, options: dict) -> Path:
     """`wandb_dir`, a relative one taken from the folder holding the registry folder."""
     folder = Path(options["wandb_dir"]).expanduser()
     return folder if folder.is_absolute() else registry.root.parent / folder
 
 
-def mirror_wandb(registry: Registry, state: dict, moves: dict[str, dict]) -> dict:
+def mirror_wandb(registry: Store, state: dict, moves: dict[str, dict]) -> dict:
     """One short run logging each moved alias's version as an artifact with the alias."""
     options = mirror_options(state)
     result: dict[str, Any] = {"logged": [], "warnings": []}
@@ -534,7 +539,7 @@ def mirror_wandb(registry: Registry, state: dict, moves: dict[str, dict]) -> dic
 
 
 def _wandb_artifact(
-    wandb: Any, registry: Registry, state: dict, options: dict, version: str, tmp: Path
+    wandb: Any, registry: Store, state: dict, options: dict, version: str, tmp: Path
 ) -> Any:
     meta = base_meta() if version == BASE_ID else state["versions"].get(version)
     if meta is None:

@@ -25,9 +25,9 @@ from cift.registry.store import (
     WEIGHTS,
     InvalidName,
     NotFound,
-    Registry,
-    _dvc_rev,
-    _git_rev,
+    Store,
+    dvc_rev,
+    git_rev,
 )
 
 BATCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -178,7 +178,7 @@ def candidate_meta(run_dir: Path, experiment: str, batch: str) -> dict:
 
 
 def _pointer_id(
-    registry: Registry, run_dir: Path, pointer: dict, ids: dict[str, str], command: str | None
+    registry: Store, run_dir: Path, pointer: dict, ids: dict[str, str], command: str | None
 ) -> str:
     """The registry id of a deployed/proxy pointer (registering its adapter when needed)."""
     name = str(pointer.get("version"))
@@ -201,7 +201,7 @@ def _pointer_id(
 
 
 def publish_run(
-    registry: Registry,
+    registry: Store,
     run_dir: str | Path,
     batches: list[str] | None = None,
     command: str | None = None,
@@ -213,7 +213,7 @@ def publish_run(
     experiment = run_dir.absolute().name
     order = [check_batch(b) for b in (batch_order(run_dir) if batches is None else batches)]
     command = command or f"publish {run_dir}"
-    revs = {"git_rev": _git_rev(run_dir), "dvc_rev": _dvc_rev(run_dir)}
+    revs = {"git_rev": git_rev(run_dir), "dvc_rev": dvc_rev(run_dir)}
     known = set(registry.load()["versions"])
     ids: dict[str, str] = {f"{experiment}/base": BASE_ID}
     deployed_id, deployed = BASE_ID, None

@@ -17,10 +17,9 @@ overwritten by the next registration of that id, which was never visible) or the
 Names are validated (`^v[0-9]{4,}$` for ids, `^[A-Za-z][A-Za-z0-9_.-]{0,63}$` for aliases), and
 paths are only ever built from validated ids, so nothing can escape the registry folder.
 
-Mirrors (`options.mirrors`, all off by default; see `cift.registry.mirrors`): git tags in GTO's
-format and W&B aliases. They run after a write has been committed and the lock released, get the
-write's new history entries, and never fail or roll back the registry: their reports land in
-`Registry.mirror_reports` and `registry/mirrors.jsonl`.
+The store knows nothing of mirrors or publishing (`cift.registry.api.Registry` adds them): a
+subclass declares its own options (`OPTIONS`, checked by `check_option`) and hears of every
+committed write (`after_commit`); publishing is a caller of `register` and `move_alias`.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cift.io.jsonl import fsync_dir, write_json_atomic
 
@@ -64,14 +63,7 @@ FORBIDDEN_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib
 HISTORY_KEYS = ("ts", "action", "alias", "from", "to", "reason", "command")
 SUMMARY_KEYS = ("version", "aliases", "parent", "batch", "created", "metrics")
 OWNED_META = {"version", "created", "base_hash", "adapter_sha256", "aliases", "adapter_path"}
-MIRROR_DEFAULTS = {
-    "git_tags": False,  # annotated tags in GTO's format in the git repo holding the registry
-    "wandb": False,  # a W&B artifact with the alias on every alias move
-    "git_artifact": "model",  # GTO artifact name: model@v0.0.3, model#prod#4
-    "wandb_project": "cift",
-    "wandb_artifact": "cift-model",
-    "wandb_dir": "logs/wandb",  # a relative one is taken from the registry folder's parent
-}
+STORE_OPTIONS = {"proxy_follows_production": False}  # move `proxy` on every production move
 
 
 class RegistryError(Exception):
@@ -159,7 +151,8 @@ def base_meta() -> dict:
     }
 
 
-def empty_state() -> dict:
+def empty_state(options: dict | None = None) -> dict:
+    """A registry that holds nothing but the base; `options`: the option defaults."""
     return {
         "format": FORMAT,
         "revision": 0,
@@ -168,7 +161,7 @@ def empty_state() -> dict:
         "aliases": {PRODUCTION: BASE_ID, PROXY: BASE_ID},
         "stacks": {PRODUCTION: []},
         "history": [],
-        "options": {"proxy_follows_production": False, "mirrors": dict(MIRROR_DEFAULTS)},
+        "options": copy.deepcopy(STORE_OPTIONS if options is None else options),
     }
 
 
@@ -257,7 +250,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _git_rev(where: Path) -> str | None:
+def git_rev(where: Path) -> str | None:
     """`git rev-parse HEAD` of the repository holding `where` (None when there is none)."""
     try:
         out = subprocess.run(
@@ -273,7 +266,7 @@ def _git_rev(where: Path) -> str | None:
     return rev if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", rev) else None
 
 
-def _dvc_rev(where: Path) -> str | None:
+def dvc_rev(where: Path) -> str | None:
     """The DVC state the adapter came from: `sha256:` of the nearest dvc.lock (None if none)."""
     here = where.absolute()
     for folder in (here, *here.parents):
@@ -290,9 +283,15 @@ def _dvc_rev(where: Path) -> str | None:
 # the registry
 
 
-class Registry:
+class Store:
     """A registry folder. Reads never lock (the state file is only ever replaced whole); every
-    write is a read-modify-write of `registry.json` under `registry/.lock`."""
+    write is a read-modify-write of `registry.json` under `registry/.lock`.
+
+    Extension points: `OPTIONS` (option -> default; a mapping default is merged under what the
+    state holds), `check_option` (validates a new value) and `after_commit` (told of each
+    committed write's new history entries, after the lock is released)."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = STORE_OPTIONS
 
     def __init__(self, root: str | Path = "registry", *, lock_timeout: float = LOCK_TIMEOUT_S):
         self.root = Path(root).absolute()
@@ -300,10 +299,9 @@ class Registry:
         self.versions_dir = self.root / VERSIONS
         self.lock_timeout = lock_timeout
         self._lock: Any = None
-        self.mirror_reports: list[dict] = []  # one per mirrored write, oldest first
 
     def __repr__(self) -> str:
-        return f"Registry({str(self.root)!r})"
+        return f"{type(self).__name__}({str(self.root)!r})"
 
     # -- state --------------------------------------------------------------------------------
 
@@ -312,14 +310,14 @@ class Registry:
         try:
             text = self.state_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return empty_state()
+            return empty_state(self.OPTIONS)
         try:
             state = json.loads(text)
         except ValueError as exc:
             raise RegistryError(f"{self.state_path}: not valid JSON ({exc})") from exc
         if not isinstance(state, dict) or not isinstance(state.get("versions"), dict):
             raise RegistryError(f"{self.state_path}: not a cift registry state")
-        base = empty_state()
+        base = empty_state(self.OPTIONS)
         for key, value in base.items():
             state.setdefault(key, value)
         state["stacks"].setdefault(PRODUCTION, [])
@@ -328,10 +326,9 @@ class Registry:
             raise RegistryError(f"{self.state_path}: options is not an object")
         for key, value in base["options"].items():  # registries older than an option
             options.setdefault(key, value)
-        if isinstance(options["mirrors"], dict):
-            options["mirrors"] = dict(MIRROR_DEFAULTS) | options["mirrors"]
-        else:
-            options["mirrors"] = dict(MIRROR_DEFAULTS)
+            if isinstance(value, dict):  # a mapping option: defaults under what is stored
+                found = options[key]
+                options[key] = dict(value) | found if isinstance(found, dict) else dict(value)
         return state
 
     def _file_lock(self) -> Any:
@@ -358,7 +355,7 @@ class Registry:
     def transaction(self) -> Iterator[dict]:
         """Lock, load, let the caller change the state, write it back atomically (only when it
         changed). An exception inside leaves registry.json untouched. Once written and unlocked,
-        the write's new history entries go to the enabled mirrors."""
+        the write's new history entries go to `after_commit`."""
         with self._locked():
             state = self.load()
             before = copy.deepcopy(state)
@@ -369,21 +366,12 @@ class Registry:
             self.root.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.state_path, state)
             entries = copy.deepcopy(state["history"][len(before["history"]) :])
-            mirrors = dict(state["options"].get("mirrors") or {})
-        if entries and (mirrors.get("git_tags") or mirrors.get("wandb")):
-            self._mirror(entries)
+            options = copy.deepcopy(state["options"])
+        if entries:
+            self.after_commit(entries, options)
 
-    def _mirror(self, entries: list[dict]) -> dict | None:
-        """Run the enabled mirrors for one committed write; never raises (see mirrors.py)."""
-        try:
-            from cift.registry.mirrors import run_mirrors
-
-            report = run_mirrors(self, entries)
-        except Exception as exc:  # a mirror must never fail a committed write
-            report = {"ts": now_iso(), "warnings": [f"mirrors failed: {exc!r}"]}
-        if report is not None:
-            self.mirror_reports.append(report)
-        return report
+    def after_commit(self, entries: list[dict], options: dict) -> None:
+        """A committed write's new history entries and the options it left (nothing here)."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -476,32 +464,22 @@ class Registry:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def check_option(self, name: str, value: Any, current: Any) -> Any:
+        """The value to store for option `name` (InvalidName when it is not acceptable)."""
+        if name == "proxy_follows_production" and not isinstance(value, bool):
+            raise InvalidName("option 'proxy_follows_production' must be true or false")
+        return value
+
     def set_options(self, **options: Any) -> dict:
-        """Registry options (`proxy_follows_production`: move `proxy` on every production move;
-        `mirrors`: a mapping merged into the mirror options, see `MIRROR_DEFAULTS`)."""
-        known = set(empty_state()["options"])
+        """Set registry options (see `OPTIONS`); returns them all."""
+        known = set(self.OPTIONS)
         unknown = set(options) - known
         if unknown:
             raise InvalidName(f"unknown registry option(s) {sorted(unknown)}; known: {known}")
-        if "proxy_follows_production" in options and not isinstance(
-            options["proxy_follows_production"], bool
-        ):
-            raise InvalidName("option 'proxy_follows_production' must be true or false")
         with self.transaction() as state:
-            if "mirrors" in options:
-                from cift.registry.mirrors import check_mirror_options
-
-                mirrors = options.pop("mirrors")
-                state["options"]["mirrors"] = check_mirror_options(
-                    mirrors, state["options"].get("mirrors")
-                )
-            state["options"].update(options)
+            for name, value in options.items():
+                state["options"][name] = self.check_option(name, value, state["options"].get(name))
             return copy.deepcopy(state["options"])
-
-    def set_mirrors(self, **mirrors: Any) -> dict:
-        """Turn mirrors on or off (`git_tags=True`, `wandb=False`, `git_artifact="model"`, …);
-        returns the resulting mirror options."""
-        return self.set_options(mirrors=mirrors)["mirrors"]
 
     def register(
         self, adapter_dir: str | Path, meta: dict | None = None, *, command: str | None = None
@@ -520,8 +498,8 @@ class Registry:
             return existing
         adapter_meta = read_adapter_meta(src)
         fields = {
-            "git_rev": meta.pop("git_rev") if "git_rev" in meta else _git_rev(src),
-            "dvc_rev": meta.pop("dvc_rev") if "dvc_rev" in meta else _dvc_rev(src),
+            "git_rev": meta.pop("git_rev") if "git_rev" in meta else git_rev(src),
+            "dvc_rev": meta.pop("dvc_rev") if "dvc_rev" in meta else dvc_rev(src),
             "base_hash": adapter_meta.get("base_hash"),
             "adapter_sha256": sha,
         }
@@ -659,15 +637,6 @@ class Registry:
                     why = "proxy follows production" + (" (shared)" if shared else "")
                     _append_history(state, action, PROXY, before, target, why, command)
         return True
-
-    def publish(
-        self, run_dir: str | Path, batches: list[str] | None = None, command: str | None = None
-    ) -> dict:
-        """Register a DAG run's candidates (idempotent) and move `production` to its final
-        deployed version; see `cift.registry.publish.publish_run`."""
-        from cift.registry.publish import publish_run
-
-        return publish_run(self, run_dir, batches=batches, command=command)
 
     def move_alias(
         self,

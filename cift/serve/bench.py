@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cift.cli import add_set_option
+from cift.cli_common import add_set_option
 
 TARGET_SWAPS = 10
 TARGET_DURATION_S = 60.0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cift.cli import add_set_option
+from cift.cli_common import add_set_option
 
 
 def registry_dir(cfg: Any, given: str | None) -> Path:
