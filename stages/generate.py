@@ -1,6 +1,11 @@
 """DVC stage `generate@<i>`: a batch's records → CoT train samples + KB-reference val/test.
 
-Usage: python stages/generate.py BATCH_NAME   (reads params.yaml; writes data/batches/BATCH_NAME/)
+Usage: python stages/generate.py BATCH_NAME   (reads params.yaml and data/heldout/<prev>.jsonl;
+writes data/batches/BATCH_NAME/ and data/heldout/BATCH_NAME.jsonl)
+
+data/heldout/<prev>.jsonl holds every evaluation text fixed before this batch (the global test
+set from `global_test`, then each earlier batch's val/test): training candidates close to one are
+dropped (rejects.jsonl), and this batch's val/test are appended for the next batch.
 """
 
 from __future__ import annotations
@@ -14,21 +19,24 @@ def main(name: str) -> None:
     from cift.config import batch_spec, load_params
     from cift.generate.batches import redacted, synthetic_batch
     from cift.generate.imported import imported_batch
-    from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+    from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
     from cift.tracking import stage_run
 
     started = time.perf_counter()
     cfg = load_params()
     spec = batch_spec(cfg, name)
+    chain = Path(cfg.paths.data) / "heldout"
+    heldout = read_jsonl_trusted(chain / f"{spec['prev']}.jsonl")
     if spec["source"] == "synthetic":
-        result = synthetic_batch(cfg, name)
+        result = synthetic_batch(cfg, name, heldout)
     else:
-        result = imported_batch(cfg, spec)
+        result = imported_batch(cfg, spec, heldout)
     out = Path(cfg.paths.data) / "batches" / name
     for split in ("train", "val", "test"):
         write_jsonl_atomic(out / f"{split}.jsonl", redacted(result[split]))
     write_jsonl_atomic(out / "records.jsonl", result["records"])
     write_jsonl_atomic(out / "rejects.jsonl", result["rejects"])
+    write_jsonl_atomic(chain / f"{name}.jsonl", heldout + result["heldout"])
     metrics = {
         "batch": name,
         **result["metrics"],
@@ -36,7 +44,10 @@ def main(name: str) -> None:
     }
     write_json_atomic(out / "generate.json", metrics)
     with stage_run(cfg, "generate", name=f"{cfg.experiment_name}/generate/{name}") as run:
-        run.log({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        for kind, c in metrics.get("contamination", {}).items():  # within_batch, cross_batch
+            numbers[f"contamination_{kind}_rate"] = c["rate"]
+        run.log(numbers)
     print(metrics)
 
 

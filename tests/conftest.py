@@ -62,3 +62,16 @@ def run_env() -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("DVC_ROOT", None)
     return env
+
+
+def bag_embed(texts: list[str]):
+    """A cheap stand-in for MiniLM in fast tests: hashed bag of words, L2-normalised rows."""
+    import re
+
+    import numpy as np
+
+    out = np.zeros((len(texts), 512), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for w in re.findall(r"\w+", text.lower()):
+            out[i, sum(map(ord, w)) * 31 % 512] += 1
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)

@@ -207,3 +207,64 @@ def test_evolved_prompts_replace_the_training_instruction(kb, records, tmp_path)
     )
     assert result.samples and all(s["meta"]["prompt_task"] == "summary" for s in result.samples)
     assert all(load_parts()["formats"]["summary"] in s["instruction"] for s in result.samples)
+
+
+def test_synthetic_batch_drops_training_close_to_heldout(tmp_path, monkeypatch):
+    """generate@<i>'s library: a training candidate that copies a held-out text goes to rejects
+    with its reason, and generate.json reports within-batch and cross-batch contamination apart."""
+    import cift.generate.batches as batches
+    from cift.config import domain_kb
+    from tests.conftest import bag_embed, compose
+
+    monkeypatch.setattr(batches, "minilm_embedder", lambda: bag_embed)
+    cfg = compose(["profile=tiny", f"paths.data={tmp_path}"])
+    kb = domain_kb(cfg)
+    target = batches._split(cfg, batches.synthetic_records(cfg, kb)["b2"], "b2")["train"][0]
+    text = batches.record_text(target, kb, cfg)
+    heldout = [{"id": "g-0001", "batch": "global", "split": "global_test", "text": text}]
+    result = batches.synthetic_batch(cfg, "b2", heldout)
+    trained = {s["meta"]["record_id"] for s in result["train"]}
+    assert target["id"] not in trained
+    (reject,) = [r for r in result["rejects"] if r["record_id"] == target["id"]]
+    assert reject["reason"] == "cross_batch_contamination:ngram_overlap"
+    assert (reject["eval_id"], reject["eval_batch"]) == ("g-0001", "global")
+    contamination = result["metrics"]["contamination"]
+    assert set(contamination) == {"within_batch", "cross_batch"}
+    assert contamination["cross_batch"]["dropped"] == 1
+    assert contamination["cross_batch"]["by_eval_batch"] == {"global": 1}
+    assert contamination["cross_batch"]["heldout_checked"] == 1
+    own = {r["id"] for r in result["records"] if r["split"] in ("val", "test")}
+    assert {e["id"] for e in result["heldout"]} == own
+    assert all(e["batch"] == "b2" and e["text"] for e in result["heldout"])
+
+
+def test_imported_batch_drops_training_close_to_heldout(tmp_path, monkeypatch):
+    import cift.generate.imported as imported
+    from tests.conftest import bag_embed, compose
+
+    monkeypatch.setattr(imported, "minilm_embedder", lambda: bag_embed)
+    lines = [
+        {
+            "id": f"c{i}",
+            "instruction": "Diagnose.",
+            "input": f"Patient {i}: fever for {i + 2} days with a dry cough and aching muscles "
+            f"after a trip number {i} abroad, no rash, no vomiting, normal chest exam.",
+            "output": "1. Fever.\n2. Cough.\n3. Aches.\nDiagnosis: Influenza\nAdvice: Rest.",
+        }
+        for i in range(12)
+    ]
+    src = tmp_path / "clinic.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = compose(["profile=tiny"])
+    plain = imported.imported_batch(cfg, {"name": "clinic", "source": str(src)})
+    target = plain["train"][0]
+    heldout = [{"id": "b2-0003", "batch": "b2", "split": "test", "text": target["input"]}]
+    result = imported.imported_batch(cfg, {"name": "clinic", "source": str(src)}, heldout)
+    assert [s["id"] for s in result["train"]] == [s["id"] for s in plain["train"][1:]]
+    (reject,) = [r for r in result["rejects"] if r.get("eval_id")]
+    assert (reject["record_id"], reject["eval_batch"]) == (target["id"], "b2")
+    assert reject["reason"].startswith("cross_batch_contamination:")
+    assert result["metrics"]["contamination"]["cross_batch"]["dropped"] == 1
+    assert {e["id"] for e in result["heldout"]} == {
+        s["id"] for side in ("val", "test") for s in result[side]
+    }

@@ -324,6 +324,21 @@ def test_valid_fixture_loads(tmp_path: Path) -> None:
             "already used by 'Common cold'",
         ),
         (lambda d: d["conditions"][1].update(synonym=["x"]), "conditions[1].synonym", "unknown"),
+        (  # a test result that names its own condition gives the answer away
+            lambda d: d["conditions"][1]["tests"][1].update(result="influenza A detected"),
+            "conditions[1].tests[1].result",
+            "names 'Influenza' ('influenza a')",
+        ),
+        (
+            lambda d: d["conditions"][2]["history"][0].update(name="contact with a covid case"),
+            "conditions[2].history[0].name",
+            "names 'COVID-19' ('covid')",
+        ),
+        (  # the renderer may show another condition's lay phrase for the same symptom name
+            lambda d: d["conditions"][1]["symptoms"][0].update(lay="a common cold fever"),
+            "conditions[1].symptoms[0].lay",
+            "names 'Common cold'",
+        ),
         (lambda d: d["conditions"][0].update(name=7), "conditions[0].name", "string"),
     ],
 )
@@ -385,3 +400,27 @@ def test_edited_file_is_reloaded(tmp_path: Path) -> None:
     _write(tmp_path, data)
     assert load_kb(path) is not first
     assert len(load_kb(path)) == 2
+
+
+def test_no_shipped_finding_names_its_own_condition(kb: KnowledgeBase) -> None:
+    """Every text a record of a condition can show (symptom names and every lay phrase of them,
+    history, exam, tests and results) is free of the condition's name and synonyms."""
+    lays: dict[str, set[str]] = {}
+    for c in kb.conditions:
+        for s in c.symptoms:
+            lays.setdefault(s.name, set()).update([s.lay] if s.lay else [])
+    named = []
+    for c in kb.conditions:
+        texts = [s.name for s in c.symptoms] + [lay for s in c.symptoms for lay in lays[s.name]]
+        texts += [h.name for h in c.history] + [e.name for e in c.exam]
+        texts += [t.name for t in c.tests] + [t.result for t in c.tests]
+        named += [(c.name, t) for t in texts if kb.alias_in(t, c.name)]
+    assert named == []
+
+
+def test_alias_in_matches_whole_words_any_case(kb: KnowledgeBase) -> None:
+    assert kb.alias_in("PCR: Influenza-A detected", "Influenza") == "influenza a"
+    assert kb.alias_in("flushed face; influenzal", "Influenza") is None  # not inside a word
+    assert kb.alias_in("contact with a COVID 19 case", "COVID-19") is not None
+    assert kb.alias_in("breaking out in a cold sweat", "Common cold") == "cold"
+    assert kb.alias_in("colder hands", "Common cold") is None

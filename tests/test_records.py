@@ -12,7 +12,12 @@ import pytest
 
 from cift.data.records import noise_pool, sample_batches, sample_global_test, sample_record
 from cift.data.render import STYLES, instruction_for, lay_phrases, render_record
-from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
+from cift.data.splits import (
+    contamination_filter,
+    minilm_embedder,
+    split_by_record,
+    training_contamination,
+)
 from cift.data.validity import faithfulness_violations
 from cift.kb import load_kb
 
@@ -208,3 +213,41 @@ def test_contamination_filter_real_minilm(kb, batches):
     )  # n-grams off: the embedding alone must catch the exact and the near copy
     assert {"t-exact", "t-near"} <= {d["record"]["id"] for d in dropped}
     assert rate == len(dropped) / len(evals)
+
+
+def test_near_duplicates_copy_only_training_records(kb):
+    def train_of(name, records):
+        return split_by_record(records, seed=name)["train"]
+
+    out = sample_batches(kb, BATCHES, 300, seed=11, trainable=train_of)
+    trainable = {r["id"] for name, recs in out.items() for r in train_of(name, recs)}
+    dups = [r for recs in out.values() for r in recs if r["near_duplicate_of"]]
+    assert len(dups) == 60
+    assert all(d["near_duplicate_of"] in trainable for d in dups)
+
+
+def test_noise_never_names_the_record_condition(kb):
+    cold = kb.by_name("Common cold")
+    # "breaking out in a cold sweat" (diaphoresis) would name the common cold in its record
+    assert "diaphoresis" not in noise_pool(kb, cold)
+    assert all(kb.alias_in(s, cold.name) is None for s in noise_pool(kb, cold))
+
+
+def test_training_contamination_drops_candidates_close_to_heldout(kb, batches):
+    train, _, texts_fn = _contamination_case(kb, batches)
+    # the exact and the near copy are now held out; the training candidates copying them go
+    held = [texts_fn(train[0]), texts_fn(train[1])]
+    kept, dropped = training_contamination(train, held, ["e-0", "e-1"], texts_fn=texts_fn)
+    assert {(d["record"]["id"], d["eval_id"]) for d in dropped} == {
+        (train[0]["id"], "e-0"),
+        (train[1]["id"], "e-1"),
+    }
+    assert {d["reason"] for d in dropped} == {"ngram_overlap"}
+    assert len(kept) == len(train) - 2
+    # what is kept passes the rule in its usual direction
+    evals_held = [dict(train[0], id="e-0"), dict(train[1], id="e-1")]
+    _, again, _ = contamination_filter(kept, evals_held, texts_fn=texts_fn)
+    assert again == []
+    with pytest.raises(ValueError, match="held-out texts"):
+        training_contamination(train, held, ["e-0"], texts_fn=texts_fn)
+    assert training_contamination(train, [], [], texts_fn=texts_fn) == (train, [])

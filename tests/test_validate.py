@@ -35,10 +35,10 @@ def flu_record():
         "chief_complaint": "high fever",
         "symptoms": ["high fever", "myalgia", "dry cough"],
         "noise_symptoms": ["dry skin"],
-        "history": ["no influenza vaccination this season"],
+        "history": ["no seasonal vaccination this year"],
         "exam": ["temperature above 38.5 C"],
         "tests": [
-            {"name": "rapid influenza antigen test", "result": "positive"},
+            {"name": "rapid respiratory virus antigen test", "result": "positive"},
             {"name": "white cell count", "result": "normal"},
         ],
         "near_duplicate_of": None,
@@ -46,7 +46,7 @@ def flu_record():
 
 
 GOOD = """1. The patient has high fever, myalgia and a dry cough for 2 days.
-2. Examination shows temperature above 38.5 C; the rapid influenza antigen test is positive.
+2. Examination shows temperature above 38.5 C; the rapid respiratory virus antigen test is positive.
 3. Abrupt fever with muscle aches in an unvaccinated patient points to influenza.
 Diagnosis: {dx}
 Advice: Rest, fluids and paracetamol; seek care if short of breath."""

@@ -3,9 +3,10 @@
 A record is the ground truth a teacher writes a CoT answer for: findings sampled from one KB
 condition (by frequency), plus a little noise borrowed from unrelated conditions. Batches emphasise
 different departments (the paper's data arriving in five batches), later batches repeat earlier
-conditions and contain near-duplicates of earlier records (what a dynamic proxy should learn to
-skip). Every random draw comes from a `random.Random` seeded by a stable integer derivation, never
-from Python's salted `hash()`, so the same arguments always give identical records.
+conditions and contain near-duplicates of earlier *training* records (what a dynamic proxy should
+learn to skip; a copy of an earlier val/test record would be a leak). Every random draw comes from
+a `random.Random` seeded by a stable integer derivation, never from Python's salted `hash()`, so
+the same arguments always give identical records.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import functools
 import random
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from cift.kb.loader import alias_in
 
 MIN_SYMPTOMS = 3
 MAX_NOISE = 2
@@ -36,6 +39,7 @@ def _sample_by_freq(items: Sequence[Any], rng: random.Random, minimum: int) -> l
     return [items[i] for i in sorted(keep)]  # KB order
 
 
+@functools.lru_cache(maxsize=1 << 20)  # the same phrase pairs recur for every condition
 def _words_overlap(a: str, b: str) -> bool:
     """True when one phrase contains the other on word boundaries (fever / high fever)."""
     a, b = a.lower(), b.lower()
@@ -52,7 +56,8 @@ def noise_pool(kb: Any, condition: Any) -> list[str]:
 def _noise_pool(kb: Any, cond: Any) -> tuple[str, ...]:
     """Donors are conditions that are neither the condition itself nor confusable with it (in either
     direction); a donor symptom is excluded when its name or lay phrase overlaps a symptom of the
-    condition or of a confusable one, so noise never looks like evidence for a related diagnosis.
+    condition or of a confusable one, so noise never looks like evidence for a related diagnosis,
+    and when its name or a lay phrase names the condition, so noise never gives the answer away.
     """
     related = [
         c
@@ -62,14 +67,21 @@ def _noise_pool(kb: Any, cond: Any) -> tuple[str, ...]:
         or cond.name.lower() in {n.lower() for n in c.confusable_with}
     ]
     banned = [w for c in related for s in c.symptoms for w in (s.name, s.lay) if w]
+    lays: dict[str, list[str]] = {}  # a symptom renders by any condition's lay phrase for it
+    for c in kb.conditions:
+        for s in c.symptoms:
+            lays.setdefault(s.name.lower(), []).extend([s.lay] if s.lay else [])
     pool: list[str] = []
     for donor in kb.conditions:
         if donor in related:
             continue
         for s in donor.symptoms:
             words = [w for w in (s.name, s.lay) if w]
-            if s.name not in pool and not any(_words_overlap(w, b) for w in words for b in banned):
-                pool.append(s.name)
+            if s.name in pool or any(_words_overlap(w, b) for w in words for b in banned):
+                continue
+            if any(alias_in(w, cond) for w in (s.name, *lays[s.name.lower()])):
+                continue  # "a cold sweat" as noise in a Common cold record would name it
+            pool.append(s.name)
     return tuple(pool)
 
 
@@ -162,6 +174,7 @@ def sample_batches(
     focus_weight: float = 3.0,
     repeat_fraction: float = 0.2,
     near_duplicate_fraction: float = 0.1,
+    trainable: Callable[[str, list[dict]], Iterable[dict]] | None = None,
 ) -> dict[str, list[dict]]:
     """Records for each batch in order: {"b1": [...], ...}.
 
@@ -169,6 +182,10 @@ def sample_batches(
     From the second batch on, `repeat_fraction` of its records are fresh records drawn with an
     earlier batch's focus weights (old topics keep arriving) and `near_duplicate_fraction` are
     near-duplicates of earlier batches' records. Ids are "<batch>-0001"...; order is shuffled.
+
+    `trainable(name, records)` gives the records of a batch that go to training (its train
+    split): only those are near-duplicated later, so no later batch copies an evaluation record.
+    None: every record may be copied (a stream without held-out splits).
     """
     if repeat_fraction < 0 or near_duplicate_fraction < 0:
         raise ValueError("repeat_fraction and near_duplicate_fraction must be >= 0")
@@ -203,7 +220,7 @@ def sample_batches(
             else:
                 records.append(sample_record(kb, what, rng, record_id=rid, batch=name))
         out[name] = records
-        earlier += records
+        earlier += records if trainable is None else list(trainable(name, records))
     return out
 
 

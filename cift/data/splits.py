@@ -65,23 +65,34 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def _max_ngram_overlap(
+def _ngram_fractions(
     eval_texts: list[str], train_texts: list[str], n: int
-) -> list[tuple[float, int]]:
-    """Per eval text: (largest fraction of its n-grams found in one training text, that text)."""
+) -> list[dict[int, float]]:
+    """Per eval text: {training text j: fraction of the eval text's n-grams found in text j}
+    (only texts sharing an n-gram). The rule's one direction, whichever side is being dropped."""
     index: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for j, text in enumerate(train_texts):
         for gram in _ngrams(text, n):
             index[gram].append(j)
-    best: list[tuple[float, int]] = []
+    fractions: list[dict[int, float]] = []
     for text in eval_texts:
         grams = _ngrams(text, n)
         hits = Counter(j for gram in grams for j in index.get(gram, ()))
+        fractions.append({j: count / len(grams) for j, count in hits.items()})
+    return fractions
+
+
+def _max_ngram_overlap(
+    eval_texts: list[str], train_texts: list[str], n: int
+) -> list[tuple[float, int]]:
+    """Per eval text: (largest fraction of its n-grams found in one training text, that text)."""
+    best: list[tuple[float, int]] = []
+    for hits in _ngram_fractions(eval_texts, train_texts, n):
         if not hits:
             best.append((0.0, -1))
             continue
-        j, count = max(hits.items(), key=lambda kv: (kv[1], -kv[0]))
-        best.append((count / len(grams), j))
+        j, frac = max(hits.items(), key=lambda kv: (kv[1], -kv[0]))
+        best.append((frac, j))
     return best
 
 
@@ -141,6 +152,56 @@ def contamination_filter(
                 {"record": record, "reason": reason, "score": score, "train_id": train_id}
             )
     return kept, dropped, len(dropped) / len(eval_records)
+
+
+def training_contamination(
+    train_records: Sequence[dict],
+    eval_texts: Sequence[str],
+    eval_ids: Sequence[str],
+    *,
+    texts_fn: Callable[[dict], str],
+    embed_fn: Callable[[list[str]], np.ndarray] | None = None,
+    cosine: float = 0.95,
+    ngram: int = 8,
+    ngram_overlap: float = 0.5,
+) -> tuple[list[dict], list[dict]]:
+    """The contamination rule run the other way: drop training candidates close to held-out texts.
+
+    A later batch's training records must not near-duplicate an evaluation record that is already
+    fixed (an earlier batch's val/test, the global test set): that would inflate R[k][i] for
+    k > i and hide forgetting. The rule is `contamination_filter`'s, with the same direction (the
+    share of the *evaluation* text's `ngram`-grams found in the candidate, or MiniLM cosine), so a
+    kept candidate passes `contamination_filter(kept, evals)` too. Returns (kept, dropped); each
+    dropped entry is {"record", "reason", "score", "eval_id"}.
+    """
+    train_records = list(train_records)
+    if len(eval_texts) != len(eval_ids):
+        raise ValueError(f"{len(eval_texts)} held-out texts but {len(eval_ids)} ids")
+    if not train_records or not eval_texts:
+        return train_records, []
+    train_texts = [texts_fn(r) for r in train_records]
+    best_ngram: list[tuple[float, int]] = [(0.0, -1)] * len(train_records)
+    for i, hits in enumerate(_ngram_fractions(list(eval_texts), train_texts, ngram)):
+        for j, frac in hits.items():
+            if frac > best_ngram[j][0]:
+                best_ngram[j] = (frac, i)
+    # cosine is symmetric: the nearest held-out text of each candidate
+    cosines = _max_cosine(train_texts, list(eval_texts), embed_fn) if embed_fn else None
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    for j, record in enumerate(train_records):
+        reason, score, i = None, 0.0, -1
+        if best_ngram[j][0] >= ngram_overlap:
+            reason, (score, i) = "ngram_overlap", best_ngram[j]
+        elif cosines is not None and cosines[j][0] >= cosine:
+            reason, (score, i) = "embedding_cosine", cosines[j]
+        if reason is None:
+            kept.append(record)
+        else:
+            dropped.append(
+                {"record": record, "reason": reason, "score": score, "eval_id": eval_ids[i]}
+            )
+    return kept, dropped
 
 
 def _minilm(device: str) -> Any:

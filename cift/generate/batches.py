@@ -2,13 +2,18 @@
 
 Records are sampled in memory, deterministically, for every synthetic batch up to the one asked
 for, so each batch's stage is self-contained yet near-duplicates of earlier batches are real.
+What is already held out for evaluation (the global test set, earlier val/test splits) comes in
+as `heldout` entries (data/heldout/<prev>.jsonl in the DAG), and training never near-duplicates it.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,12 +22,20 @@ from cift.data.records import sample_batches, sample_global_test
 from cift.data.redact import redact_sample
 from cift.data.reference import reference_answer
 from cift.data.sample import record_sample, sample_task
-from cift.data.splits import contamination_filter, minilm_embedder, split_by_record
+from cift.data.splits import (
+    contamination_filter,
+    minilm_embedder,
+    split_by_record,
+    training_contamination,
+)
 from cift.kb import KnowledgeBase
 
 
 def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict]]:
-    """Records of every synthetic batch, in config order (imported batches bring their own)."""
+    """Records of every synthetic batch, in config order (imported batches bring their own).
+
+    Near-duplicates copy only an earlier batch's training split: a copy of an earlier val/test
+    record in later training would be a leak."""
     specs = [
         OmegaConf.to_container(b, resolve=True) for b in cfg.data.batches if b.source == "synthetic"
     ]
@@ -33,6 +46,7 @@ def synthetic_records(cfg: DictConfig, kb: KnowledgeBase) -> dict[str, list[dict
         cfg.seed,
         repeat_fraction=cfg.data.repeat_fraction,
         near_duplicate_fraction=cfg.data.near_duplicate_fraction,
+        trainable=lambda batch, records: _split(cfg, records, batch)["train"],
     )
 
 
@@ -47,18 +61,48 @@ def _split(cfg: DictConfig, records: list[dict], salt: str) -> dict[str, list[di
         fractions=tuple(cfg.data.fractions),
         seed=f"{cfg.seed}-{salt}",
         min_test=cfg.data.min_test_records,
+        min_val=cfg.data.min_val_records,
     )
 
 
-def batch_splits(cfg: DictConfig, kb: KnowledgeBase, name: str) -> dict:
-    """train/val/test records of one synthetic batch.
+def heldout_entries(records: list[dict], split: str, text_fn: Callable[[dict], str]) -> list[dict]:
+    """Evaluation records as the cross-batch check reads them later: id, batch, split, text.
 
-    Evaluation records that near-duplicate any training record (of this or an earlier batch)
-    are dropped; the test split is then topped up to `data.min_test_records` with training
-    records that near-duplicate no remaining training record. `contamination` says what was
-    dropped and why, and the rate over every evaluation candidate examined.
+    data/heldout/<batch>.jsonl holds these for the global test set and every val/test split up
+    to <batch> (a chain: each generate@<i> extends its predecessor's file), so a later batch's
+    training candidates are checked against every evaluation text already fixed."""
+    return [
+        {
+            "id": str(r["id"]),
+            "batch": str(r.get("batch", "")),
+            "split": split,
+            "condition": r.get("condition"),
+            "text": text_fn(r),
+        }
+        for r in records
+    ]
+
+
+def batch_splits(
+    cfg: DictConfig,
+    kb: KnowledgeBase,
+    name: str,
+    heldout: list[dict],
+    *,
+    all_records: dict[str, list[dict]] | None = None,
+    check: Contamination | None = None,
+) -> dict:
+    """train/val/test records of one synthetic batch, leak-free in both directions.
+
+    Cross-batch: training candidates that near-duplicate a `heldout` entry (the global test set
+    and earlier batches' val/test, see `heldout_entries`) are dropped. Within the batch:
+    evaluation records that near-duplicate any training record (of this or an earlier batch) are
+    dropped; val and test are then topped up to `data.min_val_records` / `data.min_test_records`
+    with training records that near-duplicate no remaining training record and that no later
+    batch copies. `contamination` says what was dropped, why, and the rates.
     """
-    all_records = synthetic_records(cfg, kb)
+    all_records = all_records if all_records is not None else synthetic_records(cfg, kb)
+    check = check or Contamination(cfg, kb)
     earlier_train: list[dict] = []
     for batch, records in all_records.items():
         split = _split(cfg, records, batch)
@@ -67,32 +111,58 @@ def batch_splits(cfg: DictConfig, kb: KnowledgeBase, name: str) -> dict:
         earlier_train += split["train"]
     else:
         raise KeyError(f"params.yaml: data.batches: {name!r} is not a synthetic batch")
-    check = _contamination_check(cfg, kb)
-    train = list(split["train"])
-    kept, dropped = check(earlier_train + train, split["val"] + split["test"])
+    train, cross = check.training(split["train"], heldout)
+    kept, dropped = check.evals(earlier_train + train, split["val"] + split["test"])
     keep = {r["id"] for r in kept}
-    val = [r for r in split["val"] if r["id"] in keep]
-    test = [r for r in split["test"] if r["id"] in keep]
+    evals = {s: [r for r in split[s] if r["id"] in keep] for s in ("val", "test")}
     examined = len(split["val"]) + len(split["test"])
-    candidates = list(train)
+    copied = {r["near_duplicate_of"] for recs in all_records.values() for r in recs}
+    candidates = [r for r in train if r["id"] not in copied]
     random.Random(f"{cfg.seed}-{name}-top-up").shuffle(candidates)
-    while len(test) < cfg.data.min_test_records and candidates:
-        cand = candidates.pop()
-        rest = [r for r in train if r is not cand]
-        ok, bad = check(earlier_train + rest, [cand])
-        examined += 1
-        dropped += bad  # a near-duplicate stays in train, where it does no harm
-        if ok:
-            train, test = rest, [*test, cand]
+    minimum = {"test": cfg.data.min_test_records, "val": cfg.data.min_val_records}
+    for side in ("test", "val"):
+        while len(evals[side]) < minimum[side] and candidates:
+            cand = candidates.pop()
+            rest = [r for r in train if r is not cand]
+            ok, bad = check.evals(earlier_train + rest, [cand])
+            examined += 1
+            dropped += bad  # a near-duplicate stays in train, where it does no harm
+            if ok:
+                train, evals[side] = rest, [*evals[side], cand]
     return {
         "train": train,
-        "val": val,
-        "test": test,
-        "contamination": {"dropped": dropped, "rate": len(dropped) / max(examined, 1)},
+        **evals,
+        "contamination": {
+            "dropped": dropped,
+            "rate": len(dropped) / max(examined, 1),
+            "cross_batch": cross,
+            "cross_batch_rate": len(cross) / max(len(split["train"]), 1),
+        },
     }
 
 
-def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
+def synthetic_splits(
+    cfg: DictConfig, kb: KnowledgeBase, check: Contamination | None = None
+) -> dict:
+    """The global test set and every synthetic batch's splits, computed in memory in DAG order.
+
+    What global_test and generate@<i> write, without a teacher: each batch sees the held-out
+    entries of the global test set and of the batches before it (tests, measurements)."""
+    check = check or Contamination(cfg, kb)
+    all_records = synthetic_records(cfg, kb)
+    gtest = global_test(cfg, kb, check=check)["test"]
+    heldout = heldout_entries(gtest, "global_test", check.text)
+    batches: dict[str, dict] = {}
+    for name in all_records:
+        split = batch_splits(cfg, kb, name, heldout, all_records=all_records, check=check)
+        batches[name] = split
+        heldout = heldout + [
+            e for s in ("val", "test") for e in heldout_entries(split[s], s, check.text)
+        ]
+    return {"global_test": gtest, "batches": batches, "heldout": heldout}
+
+
+def global_test(cfg: DictConfig, kb: KnowledgeBase, *, check: Contamination | None = None) -> dict:
     """The fixed global test set: `data.global_test_per_condition` records of every condition
     that near-duplicate no batch's training record (candidates drawn in growing rounds)."""
     per = cfg.data.global_test_per_condition
@@ -101,7 +171,7 @@ def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
         for batch, recs in synthetic_records(cfg, kb).items()
         for r in _split(cfg, recs, batch)["train"]
     ]
-    check = _contamination_check(cfg, kb)
+    check = check or Contamination(cfg, kb)
     chosen: dict[str, list[dict]] = {name: [] for name in kb.names}
     dropped: list[dict] = []
     examined = 0
@@ -110,7 +180,7 @@ def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
         if not short.names:
             break
         candidates = sample_global_test(short, per * 4 << round_, cfg.seed + round_)
-        kept, bad = check(train, candidates)
+        kept, bad = check.evals(train, candidates)
         examined, dropped = examined + len(candidates), dropped + bad
         for r in kept:
             if len(chosen[r["condition"]]) < per:
@@ -121,33 +191,81 @@ def global_test(cfg: DictConfig, kb: KnowledgeBase) -> dict:
     return {"test": test, "contamination": {"dropped": dropped, "rate": len(dropped) / examined}}
 
 
-def _contamination_check(cfg: DictConfig, kb: KnowledgeBase):
-    """check(train, evals) -> (kept, dropped), embeddings memoised across calls."""
-    c = cfg.data.contamination
-    embed = minilm_embedder()
-    memo: dict[str, object] = {}
+class Contamination:
+    """The contamination rule (`data.contamination`) with MiniLM embeddings memoised across calls.
 
-    def cached_embed(texts: list[str]):
-        import numpy as np
+    `evals(train, evals)` drops evaluation records close to training records (within a batch);
+    `training(candidates, heldout)` drops training candidates close to held-out entries (across
+    batches). Both apply the same rule in the same direction."""
 
-        missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    def __init__(
+        self,
+        cfg: DictConfig,
+        kb: KnowledgeBase,
+        embed_fn: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> None:
+        self.cfg, self.kb, self.rule = cfg, kb, cfg.data.contamination
+        self._embed = embed_fn or minilm_embedder()  # another embedder only in tests
+        self._memo: dict[str, object] = {}
+
+    def text(self, record: dict) -> str:
+        return record_text(record, self.kb, self.cfg)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
         if missing:
-            memo.update(zip(missing, embed(missing), strict=True))
-        return np.stack([memo[t] for t in texts])
+            self._memo.update(zip(missing, self._embed(missing), strict=True))
+        return np.stack([self._memo[t] for t in texts])
 
-    def check(train: list[dict], evals: list[dict]) -> tuple[list[dict], list[dict]]:
+    def evals(self, train: list[dict], evals: list[dict]) -> tuple[list[dict], list[dict]]:
         kept, dropped, _ = contamination_filter(
             train,
             evals,
-            texts_fn=lambda r: record_text(r, kb, cfg),
-            embed_fn=cached_embed,
-            cosine=c.cosine,
-            ngram=c.ngram,
-            ngram_overlap=c.ngram_overlap,
+            texts_fn=self.text,
+            embed_fn=self.embed,
+            cosine=self.rule.cosine,
+            ngram=self.rule.ngram,
+            ngram_overlap=self.rule.ngram_overlap,
         )
         return kept, dropped
 
-    return check
+    def training(
+        self,
+        candidates: list[dict],
+        heldout: list[dict],
+        text_fn: Callable[[dict], str] | None = None,
+    ) -> tuple[list[dict], list[dict]]:
+        """(kept, dropped) candidates; a dropped entry names the held-out id and its batch."""
+        kept, dropped = training_contamination(
+            candidates,
+            [e["text"] for e in heldout],
+            [e["id"] for e in heldout],
+            texts_fn=text_fn or self.text,
+            embed_fn=self.embed,
+            cosine=self.rule.cosine,
+            ngram=self.rule.ngram,
+            ngram_overlap=self.rule.ngram_overlap,
+        )
+        where = {e["id"]: (e["batch"], e["split"]) for e in heldout}
+        for d in dropped:
+            d["eval_batch"], d["eval_split"] = where[d["eval_id"]]
+        return kept, dropped
+
+
+def cross_batch_rejects(dropped: list[dict]) -> list[dict]:
+    """Cross-batch drops as rejects.jsonl lines (the reason names the rule and the matched id)."""
+    return [
+        {
+            "record_id": d["record"]["id"],
+            "reason": f"cross_batch_contamination:{d['reason']}",
+            "final": True,
+            "score": round(d["score"], 4),
+            "eval_id": d["eval_id"],
+            "eval_batch": d["eval_batch"],
+            "eval_split": d["eval_split"],
+        }
+        for d in dropped
+    ]
 
 
 def reference_sample(record: dict, kb: KnowledgeBase, cfg: DictConfig) -> dict:
@@ -169,12 +287,14 @@ def redacted(samples: list[dict]) -> list[dict]:
     return [redact_sample(sample)[0] for sample in samples]
 
 
-def synthetic_batch(cfg: DictConfig, name: str) -> dict:
-    """records, train (teacher CoT), val/test (KB references), rejects and metrics of a batch."""
+def synthetic_batch(cfg: DictConfig, name: str, heldout: list[dict]) -> dict:
+    """records, train (teacher CoT), val/test (KB references), rejects, the batch's own held-out
+    entries and metrics of a batch; `heldout`: what is already held out (see `batch_splits`)."""
     from cift.generate.cot import GenerationSettings, generate_cot
 
     kb = domain_kb(cfg)
-    splits = batch_splits(cfg, kb, name)
+    check = Contamination(cfg, kb)
+    splits = batch_splits(cfg, kb, name, heldout, check=check)
     teacher, decoding, blind = build_teacher(cfg)
     g = cfg.generate
     settings = GenerationSettings(
@@ -205,14 +325,32 @@ def synthetic_batch(cfg: DictConfig, name: str) -> dict:
         "train": cot.samples,
         "val": [reference_sample(r, kb, cfg) for r in splits["val"]],
         "test": [reference_sample(r, kb, cfg) for r in splits["test"]],
-        "rejects": cot.rejects,
+        "rejects": cot.rejects + cross_batch_rejects(splits["contamination"]["cross_batch"]),
+        "heldout": [e for s in ("val", "test") for e in heldout_entries(splits[s], s, check.text)],
         "metrics": {
             **cot.stats(),
             "teacher": teacher.name,
             "decoding": decoding,
             "records": {s: len(splits[s]) for s in ("train", "val", "test")},
-            "contamination_rate": splits["contamination"]["rate"],
-            "contamination_dropped": len(splits["contamination"]["dropped"]),
+            "contamination": contamination_metrics(splits["contamination"], len(heldout)),
+        },
+    }
+
+
+def contamination_metrics(contamination: dict, n_heldout: int) -> dict:
+    """generate.json's contamination: within the batch (evaluation records dropped for copying
+    training) and across batches (training candidates dropped for copying held-out records)."""
+    cross = contamination["cross_batch"]
+    return {
+        "within_batch": {
+            "dropped": len(contamination["dropped"]),
+            "rate": contamination["rate"],
+        },
+        "cross_batch": {
+            "dropped": len(cross),
+            "rate": contamination["cross_batch_rate"],
+            "heldout_checked": n_heldout,
+            "by_eval_batch": dict(sorted(Counter(d["eval_batch"] for d in cross).items())),
         },
     }
 

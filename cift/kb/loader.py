@@ -133,6 +133,12 @@ class KnowledgeBase:
                     pairs.append((cond.name, other))
         return pairs
 
+    def alias_in(self, text: str, condition: str) -> str | None:
+        """The first name or synonym of `condition` that `text` contains as whole words (any
+        case; hyphens, slashes and spaces alike), or None: an input that names its own answer
+        can be copied instead of diagnosed."""
+        return alias_in(text, self.by_name(condition))
+
     def finding_terms(self) -> dict[str, str]:
         """Every KB term (lowercase) -> kind: symptom (name, lay words), exam, test or result.
 
@@ -155,6 +161,23 @@ class KnowledgeBase:
                 for word in words:
                     terms.setdefault(word.strip().lower(), kind)
         return terms
+
+
+def _mention_key(text: str) -> str:
+    return re.sub(r"[\s\-\u2010-\u2015_/]+", " ", unicodedata.normalize("NFKC", text).casefold())
+
+
+@functools.lru_cache(maxsize=4096)  # conditions are frozen and hashable
+def _alias_pattern(cond: Condition) -> re.Pattern[str]:
+    aliases = sorted({_mention_key(a).strip() for a in (cond.name, *cond.synonyms)}, key=len)
+    alternation = "|".join(re.escape(a) for a in reversed(aliases) if a)
+    return re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
+
+
+def alias_in(text: str, cond: Condition) -> str | None:
+    """The name or synonym of `cond` found in `text` as whole words (normalised), or None."""
+    match = _alias_pattern(cond).search(_mention_key(text))
+    return match.group(0) if match else None
 
 
 def resolve_path(path: str | Path | None = None) -> Path:
@@ -254,6 +277,7 @@ def _validate(data: Any, shown: str) -> list[Condition]:
             conditions.append(cond)
     if not err:
         _check_cross_refs(conditions, err)
+        _check_self_naming(conditions, err)
     if err:
         raise KBError(err.lines)
     return conditions
@@ -373,4 +397,38 @@ def _check_cross_refs(conditions: list[Condition], err: _Errors) -> None:
                 err(
                     f"conditions[{i}].confusable_with[{j}]",
                     "a condition cannot be confusable with itself",
+                )
+
+
+def _check_self_naming(conditions: list[Condition], err: _Errors) -> None:
+    """No finding, test or result a record of a condition shows names that condition.
+
+    A record's rendered input carries its symptoms (by name, or by a lay phrase: the renderer
+    takes the first one the KB gives that symptom name, from whichever condition, so every lay
+    phrase of the name counts), history, exam, test names and results. One that contains the
+    condition's name or a synonym gives the answer away.
+    """
+    lays: dict[str, list[tuple[str, str]]] = {}
+    for i, cond in enumerate(conditions):
+        for j, s in enumerate(cond.symptoms):
+            if s.lay:
+                lays.setdefault(s.name.lower(), []).append(
+                    (f"conditions[{i}].symptoms[{j}].lay", s.lay)
+                )
+    for i, cond in enumerate(conditions):
+        at = f"conditions[{i}]"
+        texts = [(f"{at}.symptoms[{j}].name", s.name) for j, s in enumerate(cond.symptoms)]
+        for s in cond.symptoms:
+            texts += [(where, lay) for where, lay in lays.get(s.name.lower(), [])]
+        texts += [(f"{at}.history[{j}].name", h.name) for j, h in enumerate(cond.history)]
+        texts += [(f"{at}.exam[{j}].name", e.name) for j, e in enumerate(cond.exam)]
+        for j, t in enumerate(cond.tests):
+            texts += [(f"{at}.tests[{j}].name", t.name), (f"{at}.tests[{j}].result", t.result)]
+        for where, text in dict.fromkeys(texts):
+            alias = alias_in(text, cond)
+            if alias is not None:
+                err(
+                    where,
+                    f"{text!r} names {cond.name!r} ({alias!r}), so a record of it gives the answer"
+                    " away; describe the finding as a clinician would report it, without the label",
                 )
