@@ -10,11 +10,15 @@ def main() -> None:
     from cift.config import load_params
     from cift.deploy.pointers import base_deployed, base_proxy, pointer_path
     from cift.io.jsonl import write_json_atomic
+    from cift.tracking import log_summary, stage_run
 
     cfg = load_params()
     exp, runs = cfg.experiment_name, cfg.paths.runs
-    write_json_atomic(pointer_path(runs, exp, "base", "deployed"), base_deployed(exp))
-    write_json_atomic(pointer_path(runs, exp, "base", "proxy"), base_proxy(exp, cfg.proxy.mode))
+    deployed, proxy = base_deployed(exp), base_proxy(exp, cfg.proxy.mode)
+    write_json_atomic(pointer_path(runs, exp, "base", "deployed"), deployed)
+    write_json_atomic(pointer_path(runs, exp, "base", "proxy"), proxy)
+    with stage_run(cfg, "base") as run:
+        log_summary(run, {}, deployed=deployed["version"], proxy=proxy["version"])
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main() -> None:
     from cift.evaluate.continual import continual_metrics
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
-    from cift.tracking import stage_run
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -86,8 +86,9 @@ def main() -> None:
         result["general_judge"] = {k: v for k, v in judged.items() if k != "rows"}
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(Path(cfg.paths.reports) / "continual.json", result)
-    with stage_run(cfg, "continual", name=f"{exp}/continual") as run:
-        run.log({k: result[k] for k in ("ACC", "BWT", "FWT") if result[k] is not None})
+    with stage_run(cfg, "continual") as run:
+        keys = ("ACC", "BWT", "FWT", "general_win_rate", "global", "seconds")
+        log_summary(run, {k: result[k] for k in keys}, final_production=result["rows"][-1])
     print(json.dumps({k: result[k] for k in ("ACC", "BWT", "FWT", "general_win_rate")}))
 
 

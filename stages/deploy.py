@@ -20,6 +20,7 @@ def main(name: str) -> None:
     from cift.config import load_params
     from cift.deploy.pointers import chain_path, deployed_after, pointer_path, previous_pointer
     from cift.io.jsonl import write_json_atomic
+    from cift.tracking import log_summary, stage_run
 
     cfg = load_params()
     exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
@@ -32,12 +33,20 @@ def main(name: str) -> None:
     write_json_atomic(pointer_path(runs, exp, name, "deployed"), pointer)
     write_json_atomic(chain_path(runs, exp, name), pointer)
     print(json.dumps(pointer))
-    if cfg.deploy.publish and not os.environ.get("DVC_EXP_NAME"):
+    published = cfg.deploy.publish and not os.environ.get("DVC_EXP_NAME")
+    if published:
         from cift.registry import Registry
 
         registry = Registry(cfg.deploy.registry_dir)
         summary = registry.publish(runs / exp, command=f"dvc repro deploy ({name})")
         print(json.dumps({"published": str(registry.root), **summary}, default=str))
+    with stage_run(cfg, "deploy", batch=name) as run:
+        log_summary(
+            run,
+            {"promote": bool(decision["promote"]), "published": bool(published)},
+            deployed=pointer["version"],
+            decision=pointer.get("decision"),
+        )
 
 
 if __name__ == "__main__":

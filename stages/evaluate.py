@@ -30,7 +30,7 @@ def main(name: str) -> None:
     from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
-    from cift.tracking import stage_run
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -115,16 +115,12 @@ def main(name: str) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "evaluate.json", metrics)
-    with stage_run(cfg, "evaluate", name=f"{exp}/evaluate/{name}") as run:
-        run.log(
-            {
-                f"{role}/{split}/{k}": v
-                for role in versions
-                for split, m in results[role].items()
-                for k, v in summary(m).items()
-                if isinstance(v, int | float)
-            }
-            | {"promote": int(decision["promote"])}
+    with stage_run(cfg, "evaluate", batch=name) as run:
+        log_summary(
+            run,
+            {k: metrics[k] for k in ("promote", "candidate", "deployed", "seconds")}
+            | {"judge": judge_summary},
+            reasons="; ".join(decision["reasons"]) or None,
         )
     print(
         json.dumps({"batch": name, "promote": decision["promote"], "reasons": decision["reasons"]})

@@ -19,6 +19,7 @@ def main() -> None:
     from cift.generate.evolve import evolve, load_parts
     from cift.generate.teachers.local import LocalTeacher
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -49,6 +50,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out.with_name("evolve.json"), summary)
+    with stage_run(cfg, "evolve") as run:
+        log_summary(run, summary, prompts=summary["prompts"])
     print(json.dumps(summary))
 
 

@@ -28,7 +28,7 @@ def main(name: str, static: bool = False) -> None:
     from cift.filters.pipeline import build_steps, run_filter
     from cift.filters.report import histograms
     from cift.io.jsonl import read_samples, write_json_atomic, write_jsonl_atomic
-    from cift.tracking import stage_run
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -41,7 +41,9 @@ def main(name: str, static: bool = False) -> None:
         proxy["adapter_path"],
     )
     if static and same:  # the chain still scores with the initial proxy: same selection
-        reuse_chain_selection(Path(runs) / exp / name, started)
+        summary = reuse_chain_selection(Path(runs) / exp / name, started)
+        with stage_run(cfg, "select_static", batch=name, arm="select_static") as run:
+            log_summary(run, {k: summary[k] for k in SUMMARY_KEYS}, reused_from="filter")
         return
     ctx = FilterContext(
         system_prompt=cfg.system_prompt,
@@ -73,12 +75,21 @@ def main(name: str, static: bool = False) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "filter.json", summary)
-    stage = "select_static" if static else "filter"
-    with stage_run(cfg, stage, name=f"{exp}/{stage}/{name}") as run:
-        run.log({"n_in": summary["n_in"], "kept": summary["kept"], "seconds": summary["seconds"]})
     if not static:
-        write_json_atomic(out / "quality.json", quality(cfg, name, read.accepted, kept))
+        summary_quality = quality(cfg, name, read.accepted, kept)
+        write_json_atomic(out / "quality.json", summary_quality)
+    stage = "select_static" if static else "filter"  # its own arm: never averaged with filter
+    with stage_run(cfg, stage, batch=name, arm=stage if static else None) as run:
+        headline = {k: summary[k] for k in SUMMARY_KEYS}
+        log_summary(
+            run,
+            headline | ({} if static else {"quality": summary_quality}),
+            proxy_version=proxy["version"],
+        )
     print(json.dumps({k: summary[k] for k in ("batch", "n_in", "kept", "seconds")}))
+
+
+SUMMARY_KEYS = ("n_in", "kept", "seconds")  # the run summary (quality.json's metrics beside)
 
 
 def quality(cfg, name: str, candidates: list[dict], kept: list[dict]) -> dict:
@@ -95,7 +106,7 @@ def quality(cfg, name: str, candidates: list[dict], kept: list[dict]) -> dict:
     return out | {"seconds": round(time.perf_counter() - started, 1)}
 
 
-def reuse_chain_selection(folder: Path, started: float) -> None:
+def reuse_chain_selection(folder: Path, started: float) -> dict:
     """static/ = the chain's own filter output (identical inputs, identical proxy)."""
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
 
@@ -105,6 +116,7 @@ def reuse_chain_selection(folder: Path, started: float) -> None:
     summary |= {"reused_from": "filter", "seconds": round(time.perf_counter() - started, 1)}
     write_json_atomic(folder / "static" / "filter.json", summary)
     print(json.dumps({"batch": summary["batch"], "reused_from": "filter"}))
+    return summary
 
 
 def expert_answers(cfg, name: str):

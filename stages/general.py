@@ -17,7 +17,7 @@ def main() -> None:
     from cift.generate.replay import replay_samples
     from cift.generate.teachers.local import LocalTeacher
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
-    from cift.tracking import stage_run
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -45,7 +45,7 @@ def main() -> None:
     stats["tokens_per_s"] = round(stats["completion_tokens"] / max(teacher.seconds, 1e-9), 1)
     write_json_atomic(out / "general.json", stats)
     with stage_run(cfg, "general") as run:
-        run.log(stats)
+        log_summary(run, stats)
     print(stats)
 
 

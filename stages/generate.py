@@ -20,7 +20,7 @@ def main(name: str) -> None:
     from cift.generate.batches import redacted, synthetic_batch
     from cift.generate.imported import imported_batch
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
-    from cift.tracking import stage_run
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
@@ -43,11 +43,8 @@ def main(name: str) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "generate.json", metrics)
-    with stage_run(cfg, "generate", name=f"{cfg.experiment_name}/generate/{name}") as run:
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        for kind, c in metrics.get("contamination", {}).items():  # within_batch, cross_batch
-            numbers[f"contamination_{kind}_rate"] = c["rate"]
-        run.log(numbers)
+    with stage_run(cfg, "generate", batch=name) as run:
+        log_summary(run, metrics)  # contamination/{within_batch,cross_batch}/rate among them
     print(metrics)
 
 

@@ -18,6 +18,7 @@ def main() -> None:
         reference_sample,
     )
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+    from cift.tracking import log_summary, stage_run
 
     cfg = load_params()
     kb = domain_kb(cfg)
@@ -34,6 +35,8 @@ def main() -> None:
         "contamination_rate": result["contamination"]["rate"],
     }
     write_json_atomic(out / "global_test.json", metrics)
+    with stage_run(cfg, "global_test") as run:
+        log_summary(run, metrics)
     print(metrics)
 
 

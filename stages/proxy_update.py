@@ -22,6 +22,7 @@ def main(name: str) -> None:
     from cift.config import load_params
     from cift.deploy.pointers import next_proxy, pointer_path, previous_pointer, read_pointer
     from cift.io.jsonl import write_json_atomic
+    from cift.tracking import dvclive_dir, log_summary, stage_run
 
     cfg = load_params()
     exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
@@ -30,22 +31,28 @@ def main(name: str) -> None:
     pointer = next_proxy(previous, deployed, cfg.proxy.mode)
     folder = runs / exp / "proxy_versions" / name
     shared = OmegaConf.to_container(cfg.proxy.model) == OmegaConf.to_container(cfg.model)
-    if pointer != previous and not shared:
-        pointer = train_proxy(cfg, name, previous, folder)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        note = {"trained": False, "proxy": pointer}
-        write_json_atomic(folder / "proxy_update.json", note)
+    with stage_run(cfg, "proxy_update", batch=name) as run:
+        if pointer != previous and not shared:
+            pointer, trained = train_proxy(cfg, name, previous, folder, run), True
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            note = {"trained": False, "proxy": pointer}
+            write_json_atomic(folder / "proxy_update.json", note)
+            trained = False
+            (dvclive_dir("proxy_update", name) / "plots").mkdir(parents=True, exist_ok=True)
+        log_summary(
+            run, {"trained": trained, "moved": pointer != previous}, proxy=pointer["version"]
+        )
     write_json_atomic(pointer_path(runs, exp, name, "proxy"), pointer)
     print(json.dumps(pointer))
 
 
-def train_proxy(cfg, name: str, previous: dict, folder: Path) -> dict:
+def train_proxy(cfg, name: str, previous: dict, folder: Path, run) -> dict:
     """A proxy adapter on the proxy model, fitted on this batch's selection + replay."""
     from hydra.utils import instantiate
 
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
-    from cift.tracking import lightning_logger
+    from cift.tracking import lightning_loggers
     from cift.train import train_adapter
 
     exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
@@ -61,7 +68,7 @@ def train_proxy(cfg, name: str, previous: dict, folder: Path) -> dict:
         init_adapter=init,
         ckpt_dir=runs / ".ckpt" / exp / f"proxy-{name}",
         seed=cfg.seed,
-        logger=lightning_logger(cfg, "proxy_update", name=f"{exp}/proxy_update/{name}"),
+        logger=lightning_loggers(cfg, "proxy_update", name, run),
     )
     write_json_atomic(folder / "proxy_update.json", {"trained": True, "train": summary})
     return {

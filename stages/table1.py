@@ -19,22 +19,43 @@ from pathlib import Path
 
 def main(arm: str, source: str) -> None:
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from cift.config import load_params
-    from cift.evaluate.build import build_evaluator, version_of
-    from cift.evaluate.metrics import paired_diff_ci
-    from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
-    from cift.tracking import lightning_logger, stage_run
-    from cift.train import train_adapter
+    from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()
     cfg = load_params()
-    exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
     domain = read_jsonl_trusted(source)
-    out = runs / exp / "table1"
+    out = Path(cfg.paths.runs) / cfg.experiment_name / "table1"
     spec = instantiate(cfg.model)
+    # one W&B run per arm: Lightning's curves and the scores below go to the same run
+    with stage_run(cfg, "table1", arm=arm) as run:
+        result = run_arm(cfg, arm, source, domain, spec, run)
+        log_summary(run, {k: result[k] for k in SUMMARY_KEYS})
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out / f"{arm}.json", result)
+    keys = ("arm", "n", "accuracy", "accuracy_ci", "train_tokens")
+    print(json.dumps({k: result[k] for k in keys} | {"vs_base": result["vs_base"]}))
+
+
+# Table 1's columns, in the arm's W&B run summary
+SUMMARY_KEYS = ("accuracy", "n", "n_scored", "train_tokens", "train_seconds", "vs_base", "base")
+
+
+def run_arm(cfg, arm: str, source: str, domain: list[dict], spec, run) -> dict:
+    """Train the arm from the base, score it and the base on the global test set."""
+    from omegaconf import OmegaConf
+
+    from cift.evaluate.build import build_evaluator, version_of
+    from cift.evaluate.metrics import paired_diff_ci
+    from cift.evaluate.suite import summary
+    from cift.io.jsonl import read_jsonl_trusted
+    from cift.tracking import lightning_loggers
+    from cift.train import train_adapter
+
+    exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
+    out = runs / exp / "table1"
     train = train_adapter(
         OmegaConf.to_container(cfg.train, resolve=True) | {"init": "fresh"},
         cfg.trainer,
@@ -46,7 +67,7 @@ def main(arm: str, source: str) -> None:
         init_adapter=None,
         ckpt_dir=runs / ".ckpt" / exp / f"table1-{arm}",
         seed=cfg.seed,
-        logger=lightning_logger(cfg, "table1", name=f"{exp}/table1/{arm}"),
+        logger=lightning_loggers(cfg, "table1", arm, run),
     )
     ev = build_evaluator(cfg, read_jsonl_trusted(data / "global" / "records.jsonl"))
     test = {"global": read_jsonl_trusted(data / "global" / "test.jsonl")}
@@ -59,7 +80,7 @@ def main(arm: str, source: str) -> None:
         for m in (model, base)
     ]
     diff = paired_diff_ci(*hits, n_boot=int(cfg.gate.bootstrap), seed=cfg.seed)
-    result = {
+    return {
         "arm": arm,
         "source": source,
         **summary(model["global"]),
@@ -69,13 +90,7 @@ def main(arm: str, source: str) -> None:
         "base": summary(base["global"]),
         "vs_base": diff,
         "train": train,
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json_atomic(out / f"{arm}.json", result)
-    with stage_run(cfg, "table1", name=f"{exp}/table1/{arm}") as run:
-        run.log({k: v for k, v in result.items() if isinstance(v, int | float)})
-    keys = ("arm", "n", "accuracy", "accuracy_ci", "train_tokens")
-    print(json.dumps({k: result[k] for k in keys} | {"vs_base": diff}))
 
 
 if __name__ == "__main__":

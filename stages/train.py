@@ -22,7 +22,7 @@ def main(name: str) -> None:
     from cift.config import load_params
     from cift.deploy.pointers import previous_pointer, version_dir
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
-    from cift.tracking import lightning_logger
+    from cift.tracking import lightning_loggers, log_summary, stage_run
     from cift.train import train_adapter
 
     started = time.perf_counter()
@@ -31,25 +31,27 @@ def main(name: str) -> None:
     deployed = previous_pointer(cfg, name, "deployed")
     selected = read_jsonl_trusted(runs / exp / name / "selected.jsonl")
     replay = read_jsonl_trusted(Path(cfg.paths.data) / "general" / "replay.jsonl")
-    summary = train_adapter(
-        cfg.train,
-        cfg.trainer,
-        instantiate(cfg.model),
-        selected,
-        replay,
-        system_prompt=cfg.system_prompt,
-        out_dir=version_dir(runs, exp, name),
-        init_adapter=deployed["adapter_path"],
-        ckpt_dir=runs / ".ckpt" / exp / name,
-        seed=cfg.seed,
-        logger=lightning_logger(cfg, "train", name=f"{exp}/train/{name}"),
-    )
-    summary |= {
-        "batch": name,
-        "version": f"{exp}/{name}",
-        "parent": deployed["version"],
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    with stage_run(cfg, "train", batch=name) as run:  # one run: Lightning's curves + summary
+        summary = train_adapter(
+            cfg.train,
+            cfg.trainer,
+            instantiate(cfg.model),
+            selected,
+            replay,
+            system_prompt=cfg.system_prompt,
+            out_dir=version_dir(runs, exp, name),
+            init_adapter=deployed["adapter_path"],
+            ckpt_dir=runs / ".ckpt" / exp / name,
+            seed=cfg.seed,
+            logger=lightning_loggers(cfg, "train", name, run),
+        )
+        summary |= {
+            "batch": name,
+            "version": f"{exp}/{name}",
+            "parent": deployed["version"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        log_summary(run, summary, version=summary["version"], parent=summary["parent"])
     write_json_atomic(runs / exp / name / "train.json", summary)
     print(json.dumps({k: summary[k] for k in ("batch", "n", "train_tokens", "final_loss")}))
 

@@ -272,20 +272,3 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
     assert merged["table1_arms"] == [
         {"arm": "random_subset", "train_tokens": 2900, "accuracy": 0.05}
     ]
-
-
-def test_wandb_report_is_built_without_a_network():
-    from cift.report.wandb_report import build_report
-
-    report = build_report(
-        "team",
-        "cift",
-        {
-            "experiments": [
-                {"name": "static_proxy", "final_accuracy": 0.2, "table1_filtered_accuracy": None}
-            ]
-        },
-    )
-    assert report.project == "cift" and report.entity == "team"
-    assert "static_proxy" in report.blocks[1].text
-    assert report.blocks[2].runsets[0].groupby == ["group"]

@@ -1,41 +1,131 @@
-"""A W&B Report comparing the ablations, for users who sync runs online (wandb-workspaces).
+"""A W&B Report comparing the experiments, for users who sync runs online (wandb-workspaces).
 
-Stage runs are grouped by experiment (`group` = experiment_name, `job_type` = stage), so one
-runset grouped by `group` puts every experiment side by side.
+Every stage run carries the comparison keys in its config (cift.tracking.run_keys): `stage`,
+`experiment`, `arm`, `batch`, `dvc_exp`, plus the resolved config's `filter.name`, `proxy.mode`
+and `profile_name`. Each section of the report is one runset restricted to one stage (and,
+for Table 1, the arm is a grouping key), so full and filtered are never averaged together and the
+chain's filter runs never mix with select_static's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+# What separates two experiments: a named experiment, a queued `dvc exp`, a selector, a proxy.
+EXPERIMENT_KEYS = ["config.experiment", "config.dvc_exp", "config.filter.name", "config.proxy.mode"]
 
-def build_report(entity: str, project: str, ablations: dict | None = None) -> Any:
+FIGURES = ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy")  # reports/plots/
+
+# (section title, stage, extra group keys, panels as (kind, title, metrics))
+SECTIONS: list[tuple[str, str, list[str], list[tuple[str, str, list[str]]]]] = [
+    (
+        "Table 1: full vs filtered",
+        "table1",
+        ["config.arm"],
+        [
+            ("bar", "Table 1 accuracy (global test)", ["accuracy"]),
+            ("bar", "Difference to the base", ["vs_base/diff"]),
+            ("bar", "Training tokens", ["train_tokens"]),
+            ("line", "Training loss", ["train/loss"]),
+        ],
+    ),
+    (
+        "Continual learning",
+        "continual",
+        [],
+        [
+            ("bar", "ACC / BWT / FWT", ["ACC", "BWT", "FWT"]),
+            ("bar", "Final production on the global test set", ["global/final/accuracy"]),
+            ("bar", "General win rate vs the base", ["general_win_rate"]),
+        ],
+    ),
+    (
+        "Filter (the chain's proxy)",
+        "filter",
+        ["config.batch"],
+        [("bar", "Kept by the filter", ["kept"]), ("bar", "Candidates", ["n_in"])],
+    ),
+    (
+        "select_static (the initial proxy)",
+        "select_static",
+        ["config.batch"],
+        [("bar", "Kept with the initial proxy", ["kept"])],
+    ),
+    (
+        "Evaluation per batch",
+        "evaluate",
+        ["config.batch"],
+        [("bar", "Promoted", ["promote"])],
+    ),
+    (
+        "Training per batch",
+        "train",
+        ["config.batch"],
+        [("line", "Training loss", ["train/loss"]), ("bar", "Final loss", ["final_loss"])],
+    ),
+]
+
+
+def runset(entity: str, project: str, title: str, stage: str, extra: list[str]) -> Any:
+    """The runs of one stage, grouped by what separates experiments (plus `extra` keys)."""
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    return wr.Runset(
+        entity=entity,
+        project=project,
+        name=title,
+        filters=[expr.Config("stage") == stage],
+        groupby=[*EXPERIMENT_KEYS, *extra],
+    )
+
+
+def panel(kind: str, title: str, metrics: list[str]) -> Any:
     import wandb_workspaces.reports.v2 as wr
 
-    runs = wr.Runset(entity=entity, project=project, name="all experiments", groupby=["group"])
+    if kind == "line":
+        return wr.LinePlot(title=title, x="Step", y=metrics)
+    return wr.BarPlot(title=title, metrics=metrics, orientation="v")
+
+
+def build_report(entity: str, project: str, ablations: dict | None = None) -> Any:
+    """The report object (`.save()` publishes it; building it touches no network)."""
+    import wandb_workspaces.reports.v2 as wr
+
     rows = (ablations or {}).get("experiments", [])
     table = "\n".join(
         f"| {r['name']} | {r.get('final_accuracy')} | {r.get('table1_filtered_accuracy')} |"
         for r in rows
     )
+    blocks: list[Any] = [
+        wr.H1(text="Ablations"),
+        wr.MarkdownBlock(
+            text="| experiment | final accuracy | table1 filtered |\n|---|---|---|\n" + table
+        ),
+    ]
+    for title, stage, extra, panels in SECTIONS:
+        blocks += [
+            wr.H2(text=title),
+            wr.PanelGrid(
+                runsets=[runset(entity, project, title, stage, extra)],
+                panels=[panel(*p) for p in panels],
+            ),
+        ]
+    blocks += [
+        wr.H2(text="Report tables and figures"),
+        wr.PanelGrid(
+            runsets=[runset(entity, project, "report", "report", [])],
+            panels=[
+                wr.WeavePanelSummaryTable(table_name=name)
+                for name in ("table1", "R", "proxy_ablation")
+            ]
+            + [wr.MediaBrowser(title="Figures", media_keys=[f"plots/{n}" for n in FIGURES])],
+        ),
+    ]
     return wr.Report(
         entity=entity,
         project=project,
         title="cift ablations",
         description="Static vs dynamic proxy, full vs filtered data, selectors.",
-        blocks=[
-            wr.H1(text="Ablations"),
-            wr.MarkdownBlock(
-                text="| experiment | final accuracy | table1 filtered |\n|---|---|---|\n" + table
-            ),
-            wr.PanelGrid(
-                runsets=[runs],
-                panels=[
-                    wr.BarPlot(title="Table 1 accuracy", metrics=["accuracy"]),
-                    wr.BarPlot(title="Continual ACC", metrics=["ACC"]),
-                    wr.BarPlot(title="Training tokens", metrics=["train_tokens"]),
-                    wr.ScalarChart(title="kept by the filter", metric="kept"),
-                ],
-            ),
-        ],
+        blocks=blocks,
     )

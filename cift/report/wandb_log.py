@@ -1,0 +1,91 @@
+"""What the report stage sends to its W&B run: Table 1, the accuracy matrix R and the proxy
+ablation as tables, the figures as images, and the headline numbers in the run summary.
+
+The rows are plain lists (`report_tables`), so what a table holds is tested without wandb.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Table = tuple[list[str], list[list[Any]]]  # (columns, rows)
+
+
+def _ci(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) and len(value) == 2 else [None, None]
+
+
+def table1_rows(table1: dict) -> Table:
+    """One row per Table 1 arm that ran: n, tokens, accuracy and its interval, and the paired
+    difference to the base with its interval."""
+    columns = ["arm", "n", "train_tokens", "accuracy", "accuracy_lo", "accuracy_hi"]
+    columns += ["vs_base", "vs_base_lo", "vs_base_hi", "cost_ratio"]
+    rows = []
+    for arm, r in table1.items():
+        if not isinstance(r, dict):
+            continue
+        diff = r.get("vs_base") or {}
+        accuracy, vs_base = _ci(r.get("accuracy_ci")), _ci(diff.get("diff_ci"))
+        row = [arm, r.get("n"), r.get("train_tokens"), r.get("accuracy"), *accuracy]
+        rows.append([*row, diff.get("diff"), *vs_base, r.get("cost_ratio")])
+    return columns, rows
+
+
+def r_rows(continual: dict, batches: list[str]) -> Table:
+    """The accuracy matrix R: row 0 the base, row k production after batch k; a column per
+    batch's test split."""
+    matrix = continual.get("R") or []
+    names = continual.get("rows") or [str(i) for i in range(len(matrix))]
+    rows = [[i, name, *row] for i, (name, row) in enumerate(zip(names, matrix, strict=True))]
+    return ["row", "version", *batches], rows
+
+
+def proxy_rows(proxy: dict) -> Table:
+    """Static vs dynamic proxy: selections, redundant ones, repeats, final accuracy."""
+    keys = ["selected", "redundant_selected", "repeats_selected", "final_accuracy"]
+    rows = [[mode, *(r.get(k) for k in keys)] for mode, r in proxy.items() if isinstance(r, dict)]
+    return ["proxy", *keys], rows
+
+
+def report_tables(reports: dict, continual: dict | None, batches: list[str]) -> dict[str, Table]:
+    """{"table1", "R", "proxy_ablation"}: the report's tables (R only when continual ran)."""
+    tables = {
+        "table1": table1_rows(reports["table1"]),
+        "proxy_ablation": proxy_rows(reports["proxy_ablation"]),
+    }
+    if continual and continual.get("R"):
+        tables["R"] = r_rows(continual, batches)
+    return tables
+
+
+def figures(plots: Path) -> dict[str, Path]:
+    """The report's PNG figures by name (`plots/<name>` in W&B)."""
+    return {f"plots/{p.stem}": p for p in sorted(Path(plots).glob("*.png"))}
+
+
+def log_report(run: Any, reports: dict, continual: dict | None, batches: list[str], plots: Path):
+    """Tables and images into `run`'s history, headline numbers into its summary."""
+    import wandb
+
+    from cift.tracking import log_summary
+
+    media: dict[str, Any] = {
+        name: wandb.Table(columns=columns, data=rows)
+        for name, (columns, rows) in report_tables(reports, continual, batches).items()
+    }
+    media |= {name: wandb.Image(str(path)) for name, path in figures(plots).items()}
+    run.log(media)
+    s = reports["summary"]
+    headline = {k: s.get(k) for k in ("promotions", "ACC", "BWT", "FWT", "wall_seconds")}
+    headline["table1"] = {
+        arm: {k: r.get(k) for k in ("accuracy", "n", "train_tokens")}
+        for arm, r in reports["table1"].items()
+        if isinstance(r, dict)
+    }
+    headline["proxy_ablation"] = {
+        mode: {k: r.get(k) for k in ("redundant_selected", "repeats_selected", "final_accuracy")}
+        for mode, r in reports["proxy_ablation"].items()
+    }
+    log_summary(run, headline, final_production=s.get("final_production"))
+    return media
