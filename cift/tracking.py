@@ -183,17 +183,14 @@ def dvclive_dir(stage: str, part: str) -> Path:
 
 @functools.cache
 def _dvclive_logger_class() -> type:
-    """DVCLive's Lightning logger minus the `inspect.stack()` it runs on every call to decide
-    whether to sync (1.2 s a call on a 2-core machine, so seconds per logged step); syncing
-    each time instead costs a small summary write (no report, no dvc.yaml)."""
-    from dvclive.fabric import DVCLiveLogger as FabricLogger
+    """DVCLive's Lightning logger minus the `inspect.stack()` it runs on every unsynced call to
+    decide whether to sync (1.2 s a call on a 2-core machine, so seconds per logged step);
+    syncing each time instead costs a small summary write (no report, no dvc.yaml)."""
     from dvclive.lightning import DVCLiveLogger
-    from lightning.pytorch.utilities import rank_zero_only
 
     class Logger(DVCLiveLogger):
-        @rank_zero_only
         def log_metrics(self, metrics: Any, step: int | None = None, sync: bool = True) -> None:
-            FabricLogger.log_metrics(self, metrics, step, sync)
+            super().log_metrics(metrics, step, sync=True)
 
     return Logger
 
