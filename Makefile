@@ -52,7 +52,7 @@ repro-ablations: setup
 	cift report --exps
 
 repro-tiny: setup
-	cift compose profile=tiny
+	cift compose -S profile=tiny
 	dvc repro
 	git checkout params.yaml
 

@@ -13,16 +13,17 @@ from cift.cli_common import add_set_option
 def cmd_compose(args: argparse.Namespace) -> int:
     from cift.config import check_params, compose_params
 
+    overrides = all_overrides(args)
     try:
         if args.check:
-            diff = check_params(args.overrides)
+            diff = check_params(overrides)
             if diff:
                 print(diff, end="")
                 print("params.yaml differs from conf/: run `cift compose` and commit it")
                 return 1
             print("params.yaml matches conf/")
             return 0
-        print(f"wrote {compose_params(args.overrides)}")
+        print(f"wrote {compose_params(overrides)}")
         return 0
     except Exception as exc:  # a composition error: report it, exit 2 (not a difference)
         print(f"composition failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -112,7 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_score_ifd(args: argparse.Namespace) -> int:
     from cift.scoring.commands import score_ifd_command
 
-    return score_ifd_command(args.in_path, args.out_path, args.overrides)
+    return score_ifd_command(args.in_path, args.out_path, all_overrides(args))
 
 
 def cmd_eval_file(args: argparse.Namespace) -> int:
@@ -158,6 +159,16 @@ def cmd_export_merged(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result))
     return 0
+
+
+def add_overrides(p: argparse.ArgumentParser, example: str) -> None:
+    """-S like every command, plus the positional overrides these commands always took."""
+    p.add_argument("positional", nargs="*", metavar="OVERRIDE", help=f"same as -S, e.g. {example}")
+    add_set_option(p)
+
+
+def all_overrides(args: argparse.Namespace) -> list[str]:
+    return [*getattr(args, "positional", []), *args.overrides]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -261,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compose", help="compose conf/ into params.yaml (or --check it)")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=tiny")
+    add_overrides(p, "profile=tiny")
     p.add_argument("--check", action="store_true", help="exit 1 when params.yaml differs")
     p.set_defaults(func=cmd_compose)
 
@@ -311,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = score.add_parser("ifd", help="IFD = PPL(y|x) / PPL(y) on the proxy model, per sample")
     p.add_argument("--in", dest="in_path", required=True, help="Alpaca or ShareGPT JSONL")
     p.add_argument("--out", dest="out_path", required=True, help="scores JSONL, input order")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. filter.ifd.template=raw")
+    add_overrides(p, "filter.ifd.template=raw")
     p.set_defaults(func=cmd_score_ifd)
 
     p = sub.add_parser("eval-file", help="diagnosis accuracy of a model on labelled free text")

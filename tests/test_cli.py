@@ -54,3 +54,28 @@ def test_export_then_check_round_trip(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     back = cift("data", "check", "--format", "sharegpt", str(out))
     assert json.loads(back.stdout.strip().splitlines()[-1])["accepted"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "target"),
+    [
+        (["compose", "--check", "-S", "profile=tiny", "-S", "seed=1"], "check_params"),
+        (["compose", "--check", "profile=tiny", "seed=1"], "check_params"),  # positional alias
+        (["score", "ifd", "--in", "a", "--out", "b", "-S", "profile=tiny", "seed=1"], "score"),
+    ],
+)
+def test_compose_and_score_ifd_take_overrides_with_S(argv, target, monkeypatch):
+    import cift.config
+    import cift.scoring.commands
+    from cift.cli import build_parser
+
+    seen = {}
+    if target == "check_params":
+        monkeypatch.setattr(cift.config, "check_params", lambda o: seen.setdefault("o", o) and "")
+    else:
+        monkeypatch.setattr(
+            cift.scoring.commands, "score_ifd_command", lambda i, o, ov: seen.setdefault("o", ov)
+        )
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    assert sorted(seen["o"]) == ["profile=tiny", "seed=1"]

@@ -1,6 +1,6 @@
 """`cift score ifd` and `cift bench ifd`: thin commands over the IFD engine.
 
-`cift score ifd --in DATA.jsonl --out SCORES.jsonl [OVERRIDES…]` composes the config from the
+`cift score ifd --in DATA.jsonl --out SCORES.jsonl [-S OVERRIDE…]` composes the config from the
 repo's conf/ with the Hydra overrides (e.g. `filter.ifd.template=raw`, `model=tiny_random`),
 loads the proxy (`proxy.model`, plus a PEFT adapter merged in when `+proxy.adapter=DIR` is given),
 reads Alpaca or ShareGPT JSONL through the one sample reader, and writes one line per accepted
