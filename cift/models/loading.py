@@ -1,7 +1,10 @@
 """Load a causal LM + tokenizer from a `ModelSpec` (a Hydra `model/` config).
 
 Every source resolves to a local folder with safetensors weights, so the base-model identity
-(sha256 of the weight file) is defined the same way for all of them.
+(sha256 of the weight file) is defined the same way for all of them. The embedded and tiny
+models are local folders loaded with `local_files_only` (never the network); a named hub model
+downloads into the usual HF cache, unless the user sets HF_HUB_OFFLINE=1 (then it must be
+there already).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 
 from cift.models.paths import cache_dir, embedded_gguf
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+# what a snapshot of a hub model needs: config, tokenizer, safetensors weights, remote code
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 
 SOURCES = ("embedded", "hf", "tiny_random")
 
@@ -58,7 +63,11 @@ class ModelSpec:
             return embedded_model_dir()
         if self.source == "tiny_random":
             return tiny_random_dir(dict(self.tiny), self.seed)
-        return Path(self.path)  # an HF id resolves through the local HF cache (offline)
+        if Path(self.path).is_dir():
+            return Path(self.path)
+        from huggingface_hub import snapshot_download  # an HF id: the usual HF cache
+
+        return Path(snapshot_download(self.path, revision=self.revision, allow_patterns=HUB_FILES))
 
     def load(self, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,6 +75,7 @@ class ModelSpec:
         torch_dtype = resolve_dtype(dtype or self.dtype, device)
         where = self.local_dir()
         kw = {"trust_remote_code": self.trust_remote_code, "revision": self.revision}
+        kw["local_files_only"] = True  # local_dir() is a folder on disk for every source
         tokenizer = AutoTokenizer.from_pretrained(str(where), **kw)
         model = AutoModelForCausalLM.from_pretrained(str(where), dtype=torch_dtype, **kw)
         model.to(device).eval()

@@ -36,11 +36,12 @@ def sentence_model(name: str = MINILM, device: str = "cpu") -> Any:
     """
     from sentence_transformers import SentenceTransformer  # heavy import only when embedding
 
-    if name == MINILM:
+    embedded = name == MINILM
+    if embedded:
         from cift.models.paths import embedded_minilm
 
         name = str(embedded_minilm())
-    return SentenceTransformer(str(name), device=device)
+    return SentenceTransformer(str(name), device=device, local_files_only=embedded)
 
 
 def resolve_model(model: Any = None, device: str = "cpu") -> Any:
