@@ -19,6 +19,7 @@ from typing import Any
 from cift.data.answer import STOP_AFTER
 from cift.data.sample import student_messages
 from cift.generate.teachers.base import TeacherRequest
+from cift.progress import progress
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def generate_answers(
     if todo:
         gen = make_generator(version, decoding)
         chunk = max(decoding.batch_size * 4, 1)  # cache progress every few batches
+        bar = progress(desc=f"answers {version.name}", total=len(todo), unit="answer")
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             requests = [TeacherRequest(s["id"], student_messages(s, system_prompt)) for s in part]
@@ -155,5 +157,7 @@ def generate_answers(
             rows = [(keys[s["id"]], r.text) for s, r in zip(part, replies, strict=True)]
             cache.add(version, rows)
             cached.update(rows)
+            bar.update(len(part))
+        bar.close()
     stats["seconds"] = round(stats["seconds"], 2)
     return {s["id"]: cached[keys[s["id"]]] for s in samples}, stats

