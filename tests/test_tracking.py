@@ -129,40 +129,53 @@ def test_disabled_tracking_never_starts_wandb(cfg, monkeypatch):
         assert isinstance(run, _NullRun)
 
 
-def test_dvclive_writes_loss_curves_at_a_fixed_path_without_dvc_side_effects(
-    cfg, tmp_path, monkeypatch
-):
-    """train_adapter with the stage's loggers: DVCLive's curve lands where dvc.yaml declares
-    the plots (dvclive/<stage>/<part>/plots), and DVCLive neither writes dvc.yaml nor saves an
+def test_one_run_per_table1_arm_with_dvclive_curves_at_a_fixed_path(cfg, tmp_path, monkeypatch):
+    """A training stage's loggers: Lightning's curves go into the stage's own W&B run (one run
+    per arm, not a second one from Lightning) and into DVCLive where dvc.yaml declares the
+    plots (dvclive/<stage>/<part>/plots); DVCLive neither writes dvc.yaml nor saves an
     experiment of its own."""
     pytest.importorskip("dvclive")
+    import wandb
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.loggers import WandbLogger
+
     from cift.models.loading import ModelSpec
     from cift.train.fit import train_adapter
     from tests.test_train import SYSTEM, TRAINER, _cfg, _samples
 
     monkeypatch.chdir(tmp_path)
-    cfg.logger.backend = "none"
-    loggers = lightning_loggers(cfg, "train", "b1", run=None)
-    from dvclive.lightning import DVCLiveLogger
-
-    assert len(loggers) == 1 and isinstance(loggers[0], DVCLiveLogger)
-    train_adapter(
-        _cfg(epochs=1),
-        TRAINER | {"log_every_n_steps": 1},
-        ModelSpec(name="tiny", source="tiny_random"),
-        _samples(8),
-        _samples(4, "r", words=1),
-        system_prompt=SYSTEM,
-        out_dir=tmp_path / "adapter",
-        init_adapter=None,
-        ckpt_dir=tmp_path / "ckpt",
-        seed=7,
-        logger=loggers,
-    )
-    curve = tmp_path / "dvclive" / "train" / "b1" / "plots" / "metrics" / "train" / "loss.tsv"
-    rows = curve.read_text().splitlines()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with stage_run(cfg, "table1", arm="filtered") as run:
+        loggers = lightning_loggers(cfg, "table1", "filtered", run)
+        assert [type(lg) for lg in loggers] == [type(loggers[0]), WandbLogger]
+        assert isinstance(loggers[0], DVCLiveLogger) and loggers[1].experiment is run
+        train_adapter(
+            _cfg(epochs=1),
+            TRAINER | {"log_every_n_steps": 1},
+            ModelSpec(name="tiny", source="tiny_random"),
+            _samples(8),
+            _samples(4, "r", words=1),
+            system_prompt=SYSTEM,
+            out_dir=tmp_path / "adapter",
+            init_adapter=None,
+            ckpt_dir=tmp_path / "ckpt",
+            seed=7,
+            logger=loggers,
+        )
+        log_summary(run, {"accuracy": 0.25})
+    wandb.teardown()
+    (folder,) = (tmp_path / "logs" / "wandb" / "wandb").glob("offline-run-*")  # one run
+    (records,) = folder.glob("run-*.wandb")
+    data = records.read_bytes()
+    assert b"train/loss" in data and b"arm:filtered" in data and b"accuracy" in data
+    curve = tmp_path / "dvclive" / "table1" / "filtered" / "plots" / "metrics" / "train"
+    rows = (curve / "loss.tsv").read_text().splitlines()
     assert rows[0].split("\t")[:2] == ["step", "loss"] and len(rows) >= 3
     assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / ".dvc").exists()
+
+    cfg.logger.backend = "none"  # DVCLive alone: the curves are DVC plots whatever the logger
+    assert [type(lg) for lg in lightning_loggers(cfg, "train", "b1")] == [type(loggers[0])]
 
     import yaml
 
@@ -172,7 +185,7 @@ def test_dvclive_writes_loss_curves_at_a_fixed_path_without_dvc_side_effects(
         assert f"dvclive/{stage}/{part}/plots" in plots
 
 
-def test_report_tables_and_figures_for_the_report_run(tmp_path):
+def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch):
     from cift.report.wandb_log import figures, log_report, report_tables
 
     pytest.importorskip("wandb")
@@ -229,6 +242,17 @@ def test_report_tables_and_figures_for_the_report_run(tmp_path):
     assert run.logged["R"].columns == ["row", "version", "b1", "b2"]
     assert run.summary["table1/filtered/accuracy"] == 0.35
     assert run.summary["final_production"] == "main/b2"
+
+    import wandb  # and a real (offline) run takes the tables, with their empty cells, and images
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    with stage_run(cfg, "report") as real:
+        log_report(real, reports, continual, ["b1", "b2"], tmp_path / "plots")
+    wandb.teardown()
+    (folder,) = (tmp_path / "logs" / "wandb" / "wandb").glob("offline-run-*")
+    assert len(list(folder.glob("files/media/table/*.table.json"))) == 3
+    assert list(folder.glob("files/media/images/plots/accuracy_per_batch*.png"))
 
 
 def test_wandb_report_groups_and_filters_by_the_comparison_keys():
