@@ -501,7 +501,9 @@ def mirror_wandb(registry: Store, state: dict, moves: dict[str, dict]) -> dict:
         return result
     import wandb
 
-    mode = os.environ.get("WANDB_MODE") or "offline"
+    from cift.tracking import wandb_logged_in  # online when logged in, as every stage run
+
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
     os.environ.setdefault("WANDB_SILENT", "true")  # as cift.tracking does
     folder = wandb_folder(registry, options)
     folder.mkdir(parents=True, exist_ok=True)
