@@ -22,7 +22,7 @@ def main(name: str) -> None:
     from cift.config import load_params
     from cift.deploy.pointers import next_proxy, pointer_path, previous_pointer, read_pointer
     from cift.io.jsonl import write_json_atomic
-    from cift.tracking import dvclive_dir, log_summary, stage_run
+    from cift.tracking import log_summary, stage_run
 
     cfg = load_params()
     exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
@@ -39,7 +39,6 @@ def main(name: str) -> None:
             note = {"trained": False, "proxy": pointer}
             write_json_atomic(folder / "proxy_update.json", note)
             trained = False
-            (dvclive_dir("proxy_update", name) / "plots").mkdir(parents=True, exist_ok=True)
         log_summary(
             run, {"trained": trained, "moved": pointer != previous}, proxy=pointer["version"]
         )
