@@ -55,7 +55,14 @@ SECTIONS: list[tuple[str, str, list[str], list[tuple[str, str, list[str]]]]] = [
         "Evaluation per batch",
         "evaluate",
         ["config.batch"],
-        [("bar", "Promoted", ["promote"])],
+        [
+            (
+                "bar",
+                "Accuracy on the batch's test split",
+                ["this_batch/candidate/test", "this_batch/deployed/test"],
+            ),
+            ("bar", "Promoted", ["promote"]),
+        ],
     ),
     (
         "Training per batch",
