@@ -13,6 +13,7 @@ import contextlib
 import functools
 import netrc
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,25 @@ def tracking_on(cfg: DictConfig) -> bool:
 def stage_run(
     cfg: DictConfig, stage: str, batch: str | None = None, arm: str | None = None
 ) -> Iterator[Any]:
-    """A tracker run for one stage execution; always finished, so sweeps never bleed together."""
+    """A tracker run for one stage execution; always finished, so sweeps never bleed together.
+    An online run that cannot start (no network, a revoked key) logs offline instead: tracking
+    never fails a stage."""
     if not tracking_on(cfg):
         yield _NullRun()
         return
     import wandb
 
-    run = wandb.init(**_wandb_run_args(cfg, stage, batch, arm))
+    args = _wandb_run_args(cfg, stage, batch, arm)
+    try:
+        run = wandb.init(**args)
+    except Exception as exc:  # wandb raises CommError, UsageError, timeouts...
+        if args["mode"] != "online":
+            raise
+        print(
+            f"W&B: online run failed ({type(exc).__name__}: {exc}); logging offline",
+            file=sys.stderr,
+        )
+        run = wandb.init(**(args | {"mode": "offline"}))
     try:
         yield run
     finally:

@@ -303,3 +303,22 @@ def test_wandb_report_groups_and_filters_by_the_comparison_keys():
 
 def table1_panels(grids: dict) -> list:
     return grids["Table 1: full vs filtered"].panels
+
+
+def test_an_online_run_that_cannot_start_logs_offline(cfg, monkeypatch, capsys):
+    wandb = pytest.importorskip("wandb")
+    modes = []
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("no network")
+        return type("Run", (_NullRun,), {"finish": lambda self: None})()
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # logged in
+    monkeypatch.setattr(wandb, "init", init)
+    with stage_run(cfg, "continual") as run:
+        log_summary(run, {"ACC": 0.5})
+    assert modes == ["online", "offline"] and run.summary == {"ACC": 0.5}
+    assert "logging offline" in capsys.readouterr().err
