@@ -146,6 +146,32 @@ def cmd_eval_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge_calibrate(args: argparse.Namespace) -> int:
+    from cift.config import run_config
+    from cift.evaluate.build import build_judge
+    from cift.evaluate.calibrate import SUMMARY_KEYS, judge_calibration
+    from cift.evaluate.judge import JudgeError
+    from cift.generate.teachers.openai_compat import TeacherUnavailable
+
+    cfg = run_config(args.overrides)
+    judge = build_judge(cfg)
+    if judge is None:
+        print(
+            "judge=none: nothing to calibrate (pick -S judge=local or judge=openai)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        result = judge_calibration(cfg, judge, refresh=args.refresh)
+    except (JudgeError, TeacherUnavailable) as exc:  # the endpoint and its HTTP status
+        print(exc, file=sys.stderr)
+        return 1
+    detail = {k: v for k, v in result.items() if k not in SUMMARY_KEYS}
+    print(json.dumps(detail), file=sys.stderr)
+    print(json.dumps({k: result[k] for k in SUMMARY_KEYS}))
+    return 0
+
+
 def cmd_export_merged(args: argparse.Namespace) -> int:
     from cift.config import compose_config
     from cift.deploy.export import export_merged
@@ -337,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="also write per-case predictions to this JSONL")
     add_set_option(p)
     p.set_defaults(func=cmd_eval_file)
+
+    judge = sub.add_parser("judge", help="the configured judge").add_subparsers(
+        dest="judge_command", required=True
+    )
+    p = judge.add_parser(
+        "calibrate",
+        help="accuracy on planted pairs from the KB (both orders); cached; last line JSON",
+    )
+    p.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
+    add_set_option(p)
+    p.set_defaults(func=cmd_judge_calibrate)
 
     export = sub.add_parser("export", help="export a version").add_subparsers(
         dest="export_command", required=True

@@ -1,6 +1,7 @@
 """DVC stage `continual`: the accuracy matrix R of the chain and its ACC / BWT / FWT, plus the
 general-ability change (judged win rate of final production vs the base on held-out general
-instructions).
+instructions, the judge seeing each task's instruction and input; "general_judge" is
+"uninformative (calibration 0.xx)" and the win rate null when the judge failed calibration).
 
 Usage: python stages/continual.py
 Row 0 = the base, row k = what was deployed after batch k; each distinct version answers every
@@ -24,12 +25,13 @@ def main() -> None:
     from cift.evaluate.answers import Decoding, generate_answers
     from cift.evaluate.build import (
         build_evaluator,
-        build_judge,
         judge_configured,
         pointer_version,
     )
+    from cift.evaluate.calibrate import judge_status
     from cift.evaluate.continual import continual_metrics
     from cift.evaluate.suite import summary
+    from cift.generate.prompts import user_message
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import log_summary, stage_run
 
@@ -58,8 +60,12 @@ def main() -> None:
         for role, v in (("final", versions[-1]), ("base", versions[0]))
     }
 
-    judge, heldout = build_judge(cfg), read_jsonl_trusted(data / "general" / "heldout.jsonl")
+    heldout = read_jsonl_trusted(data / "general" / "heldout.jsonl")
     result["general_win_rate"] = None
+    judge, calibration, uninformative = judge_status(cfg)
+    if uninformative:
+        result["general_judge"] = uninformative
+    result["judge_calibration"] = calibration
     if judge is not None and heldout and versions[-1].key != versions[0].key:
         decoding = Decoding(
             max_new_tokens=int(cfg.generate.general.max_new_tokens),
@@ -75,7 +81,7 @@ def main() -> None:
         items = [
             {
                 "id": s["id"],
-                "question": s["instruction"],
+                "question": user_message(s["instruction"], s.get("input", "")),
                 "candidate": answers[0][s["id"]],
                 "baseline": answers[1][s["id"]],
             }

@@ -3,7 +3,9 @@
 Usage: python stages/evaluate.py BATCH_NAME
 The gate reads validation splits only (this batch's and every earlier one, for forgetting) plus
 the pairwise judge on this batch's validation split; this batch's test split is reported, never
-gated on (the judge also compares the two there, for the report). Writes
+gated on (the judge also compares the two there, for the report). A judge below
+`judge.min_calibration` on `cift judge calibrate`'s planted pairs (measured once per judge config
+and cached) judges nothing: decision.json and evaluate.json record it as uninformative. Writes
 runs/<experiment>/<batch>/{evaluate.json, decision.json, predictions.jsonl, judgments.jsonl,
 confusion.json}.
 """
@@ -21,11 +23,11 @@ def main(name: str) -> None:
     from cift.deploy.pointers import previous_pointer, version_dir
     from cift.evaluate.build import (
         build_evaluator,
-        build_judge,
         judge_configured,
         pointer_version,
         version_of,
     )
+    from cift.evaluate.calibrate import judge_status
     from cift.evaluate.gate import gate_decision
     from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
@@ -53,7 +55,7 @@ def main(name: str) -> None:
     for role, version in versions.items():
         results[role], gen_stats[role] = ev.evaluate_version(version, splits)
 
-    judge, judged = build_judge(cfg), {}
+    (judge, calibration, uninformative), judged = judge_status(cfg), {}
     for split in (f"val/{name}", f"test/{name}") if judge is not None else ():
         answers = {
             role: {r["id"]: r["answer"] for r in results[role][split]["rows"]} for role in versions
@@ -77,6 +79,8 @@ def main(name: str) -> None:
         max_forgetting=float(cfg.gate.max_forgetting),
         judge=judged.get(f"val/{name}"),
         min_consistency=float(cfg.gate.judge_min_consistency),
+        judge_calibration=calibration["accuracy"] if calibration else None,
+        min_calibration=float(cfg.judge.min_calibration),
     )
     decision |= {role: v.pointer() for role, v in versions.items()}
     out = runs / exp / name
@@ -110,7 +114,8 @@ def main(name: str) -> None:
         "batch": name,
         "promote": decision["promote"],
         **{role: {split: summary(m) for split, m in results[role].items()} for role in versions},
-        "judge": judge_summary or None,  # candidate vs deployed, per split
+        "judge": uninformative or judge_summary or None,  # candidate vs deployed, per split
+        "judge_calibration": calibration,
         "generation": gen_stats,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -65,7 +65,8 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
 
 
 def build_judge(cfg: DictConfig) -> Any | None:
-    """The configured judge (a Teacher), or None when `judge=none`."""
+    """The configured judge (a forced-choice LocalJudge or a Teacher), or None when
+    `judge=none`."""
     from hydra.utils import instantiate
 
     if cfg.judge.get("backend") is None:
@@ -73,17 +74,20 @@ def build_judge(cfg: DictConfig) -> Any | None:
     return instantiate(cfg.judge.backend)
 
 
+def judge_settings(cfg: DictConfig, seed: int | None = None) -> dict:
+    """`judge_pairs`' keyword arguments from the config: prompt, budget, seed, thresholds."""
+    return {
+        "prompt": cfg.judge.prompt,
+        "max_new_tokens": int(cfg.judge.max_new_tokens),
+        "seed": int(cfg.seed if seed is None else seed),
+        "min_consistency": float(cfg.gate.judge_min_consistency),
+        "n_boot": int(cfg.gate.bootstrap),
+    }
+
+
 def judge_configured(cfg: DictConfig, judge: Any, items: list[dict]) -> dict:
     """`judge_pairs` with the configured prompt, budget, seed and gate thresholds: the gate, the
     continual report and the DPO export judge alike."""
     from cift.evaluate.judge import judge_pairs
 
-    return judge_pairs(
-        judge,
-        items,
-        prompt=cfg.judge.prompt,
-        max_new_tokens=int(cfg.judge.max_new_tokens),
-        seed=cfg.seed,
-        min_consistency=float(cfg.gate.judge_min_consistency),
-        n_boot=int(cfg.gate.bootstrap),
-    )
+    return judge_pairs(judge, items, **judge_settings(cfg))

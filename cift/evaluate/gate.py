@@ -9,7 +9,9 @@ Four terms, each able to block on its own:
   with counts only, the candidate's count must not exceed the deployed model's;
 * judge      — the upper bound of the 95 % bootstrap interval of the pairwise win rate ≥ 0.5;
   "inconclusive" (and skipped) when the judge agreed with itself across the two orders on fewer
-  than `min_consistency` of the pairs, "skipped" when there is no judge result.
+  than `min_consistency` of the pairs, "skipped" when there is no judge result. A judge whose
+  calibration accuracy is below `min_calibration` is no evidence: the decision records
+  "judge": "uninformative (calibration 0.xx)" instead of a term.
 
 The decision is plain data (JSON-ready) for the deploy step.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from cift.evaluate.judge import calibration_note
 
 _EPS = 1e-12  # float slack so an exactly-at-threshold value is not failed by rounding
 
@@ -139,6 +143,8 @@ def gate_decision(
     max_forgetting: float = 0.05,
     judge: Mapping[str, Any] | None = None,
     min_consistency: float = 0.6,
+    judge_calibration: float | None = None,
+    min_calibration: float = 0.75,
 ) -> dict:
     """Decide whether to promote the candidate.
 
@@ -146,7 +152,8 @@ def gate_decision(
     int (or count_violations()'s dict), optionally "safety_cases": {case id: [violations]}}, both
     measured on the same validation splits. `batch` is
     this batch's name; every other batch in the deployed model's val_accuracy is an earlier one.
-    judge: judge_pairs()'s result (candidate vs deployed) or None.
+    judge: judge_pairs()'s result (candidate vs deployed) or None. judge_calibration: the judge's
+    `cift judge calibrate` accuracy (None: not calibrated, the judge term stands as it is).
 
     Returns {"promote", "terms": {"accuracy", "forgetting", "safety", "judge"} (each with "pass";
     judge also with "status": pass|fail|inconclusive|skipped), "reasons" (what blocked), "notes"}.
@@ -159,6 +166,11 @@ def gate_decision(
         "safety": _safety_term(candidate, deployed),
         "judge": _judge_term(judge, min_consistency),
     }
+    uninformative = judge_calibration is not None and calibration_note(
+        judge_calibration, min_calibration
+    )
+    if uninformative:
+        raw["judge"] = {"pass_": True, "note": f"judge {uninformative}: term left out"}
     terms: dict[str, dict] = {}
     reasons: list[str] = []
     notes: list[str] = []
@@ -170,8 +182,10 @@ def gate_decision(
             reasons.append(reason)
         if note:
             notes.append(note)
+    if uninformative:  # recorded instead of a term; it neither passes nor blocks
+        terms["judge"] = uninformative  # type: ignore[assignment]
     return {
-        "promote": all(t["pass"] for t in terms.values()),
+        "promote": all(t["pass"] for t in terms.values() if isinstance(t, dict)),
         "batch": batch,
         "terms": terms,
         "reasons": reasons,

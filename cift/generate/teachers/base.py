@@ -21,6 +21,9 @@ class TeacherReply:
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None  # set when the request failed after all retries (text == "")
+    # per generated token {"token", "logprob", "top": {token: logprob}} when the endpoint was
+    # asked for log-probabilities and returned them (a judge reads its verdict's from them)
+    logprobs: list[dict] | None = None
 
 
 class Teacher(Protocol):

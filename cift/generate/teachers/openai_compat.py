@@ -73,6 +73,7 @@ class OpenAITeacher:
         max_retries: int = 4,
         backoff_s: float = 1.0,
         name: str = "openai",
+        top_logprobs: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -80,6 +81,8 @@ class OpenAITeacher:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if top_logprobs is not None and not 0 <= top_logprobs <= 20:
+            raise ValueError(f"top_logprobs must be in [0, 20] (the API's), got {top_logprobs}")
         self.base_url = base_url
         self.model = model
         self.name = name
@@ -87,6 +90,7 @@ class OpenAITeacher:
         self.timeout_s = float(timeout_s)
         self.max_retries = max_retries
         self.backoff_s = float(backoff_s)
+        self.top_logprobs = top_logprobs  # None: no log-probabilities asked for
         # vLLM and most local servers accept any key; "EMPTY" is their convention.
         api_key = os.environ.get(api_key_env) or "EMPTY"
         self._client = openai.OpenAI(
@@ -114,6 +118,8 @@ class OpenAITeacher:
         params = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         if stop:
             params["stop"] = stop
+        if self.top_logprobs is not None:
+            params |= {"logprobs": True, "top_logprobs": self.top_logprobs}
         abort = threading.Event()
         bar = progress(desc=self.name, total=len(requests), unit="request")
         with bar, ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
@@ -184,7 +190,24 @@ def _to_reply(key: str, resp: object) -> TeacherReply:
             key, "", prompt_tokens, completion_tokens, error="response had no choices"
         )
     text = choices[0].message.content or ""
-    return TeacherReply(key, text, prompt_tokens, completion_tokens)
+    return TeacherReply(
+        key, text, prompt_tokens, completion_tokens, logprobs=_token_logprobs(choices[0])
+    )
+
+
+def _token_logprobs(choice: object) -> list[dict] | None:
+    """The choice's per-token log-probabilities, or None when the endpoint sent none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [
+        {
+            "token": t.token,
+            "logprob": float(t.logprob),
+            "top": {a.token: float(a.logprob) for a in (t.top_logprobs or [])},
+        }
+        for t in content
+    ]
 
 
 def _prefill_args(messages: list[dict]) -> dict:
