@@ -30,8 +30,8 @@ def main() -> None:
     )
     from cift.evaluate.calibrate import judge_status
     from cift.evaluate.continual import continual_metrics
+    from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
-    from cift.generate.prompts import user_message
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import log_summary, stage_run
 
@@ -78,15 +78,8 @@ def main() -> None:
             ]
             for v in (versions[-1], versions[0])
         ]
-        items = [
-            {
-                "id": s["id"],
-                "question": user_message(s["instruction"], s.get("input", "")),
-                "candidate": answers[0][s["id"]],
-                "baseline": answers[1][s["id"]],
-            }
-            for s in heldout
-        ]
+        # open-ended tasks: judged without a reference, on the instruction and its input
+        items = pair_items(heldout, answers[0], answers[1], with_reference=False)
         judged = judge_configured(cfg, judge, items)
         result["general_win_rate"] = judged["win_rate"]
         result["general_judge"] = {k: v for k, v in judged.items() if k != "rows"}

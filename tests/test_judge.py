@@ -36,7 +36,7 @@ from cift.evaluate.judge import (
 )
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.generate.teachers.openai_compat import OpenAITeacher, TeacherUnavailable
-from cift.generate.validate import faithfulness_violations
+from cift.data.validity import faithfulness_violations
 from cift.kb import load_kb
 from cift.models import ModelSpec
 from tests.conftest import compose
@@ -470,3 +470,19 @@ def test_gate_records_an_uncalibrated_judge_as_uninformative():
     assert set(out["terms"]) == {"accuracy", "forgetting", "safety", "judge"}
     out = gate_decision(_model(0.8, 0.5), _model(0.8, 0.6), judge_calibration=0.4, **kw)
     assert out["promote"] is False and out["terms"]["judge"].startswith("uninformative")
+
+
+def test_general_judge_sees_instruction_and_input():
+    from cift.evaluate.judge import pair_items
+
+    heldout = [
+        {"id": "g1", "instruction": "Summarise the text.", "input": "The cat sat.", "output": "x"},
+        {"id": "g2", "instruction": "Name a colour.", "input": ""},
+    ]
+    items = pair_items(heldout, {"g1": "c1", "g2": "c2"}, {"g1": "b1", "g2": "b2"}, False)
+    assert items[0]["question"] == "Summarise the text.\n\nThe cat sat."
+    assert items[1]["question"] == "Name a colour." and items[0]["reference"] is None
+    seen = []
+    judge_pairs(TextJudge(lambda user: seen.append(user) or "[[C]]"), items)
+    assert "The cat sat." in seen[0] and "Reference Answer" not in seen[0]
+    assert pair_items(heldout[:1], {"g1": "c"}, {"g1": "b"})[0]["reference"] == "x"

@@ -57,7 +57,7 @@ def _wrong_diagnosis(kb: Any, record: dict, good: dict, rng: random.Random) -> d
 
 
 def _invented_finding(kb: Any, record: dict, good: dict, rng: random.Random) -> dict:
-    from cift.generate.validate import faithfulness_violations
+    from cift.data.validity import faithfulness_violations
 
     cond = kb.by_name(record["condition"])
     signs = sorted({e.name for c in kb.conditions if c.name != cond.name for e in c.exam})
@@ -97,7 +97,7 @@ def planted_pairs(kb: Any, n_pairs: int, seed: int, styles: Sequence[str]) -> li
     "candidate" (the correct answer), "baseline" (its corrupted copy), "reference"}."""
     from cift.data.records import sample_record
     from cift.data.reference import reference_answer
-    from cift.generate.prompts import sample_task, user_message
+    from cift.data.sample import sample_task, user_message
 
     if n_pairs < 1:
         raise ValueError(f"judge.calibration.pairs must be >= 1, got {n_pairs}")

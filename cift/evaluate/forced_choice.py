@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from cift.generate.teachers.base import TeacherRequest
 from cift.models import LoadedModel, ModelSpec
 
 
@@ -55,8 +55,9 @@ class LocalJudge:
             self._loaded = load_judge_model(self.spec, self.device)
         return self._loaded
 
-    def prompt_text(self, request: TeacherRequest) -> str:
-        """Chat-templated prompt; a trailing assistant message is the reply's prefill."""
+    def prompt_text(self, request: Any) -> str:
+        """Chat-templated prompt of a request (`.messages`, as a TeacherRequest has); a trailing
+        assistant message is the reply's prefill."""
         msgs, prefill = request.messages, ""
         if msgs and msgs[-1]["role"] == "assistant":
             msgs, prefill = msgs[:-1], msgs[-1]["content"]
@@ -72,9 +73,7 @@ class LocalJudge:
             return whole[len(context) :]
         return tok(label, add_special_tokens=False)["input_ids"]
 
-    def label_logprobs(
-        self, requests: Sequence[TeacherRequest], labels: Sequence[str]
-    ) -> list[list[float]]:
+    def label_logprobs(self, requests: Sequence[Any], labels: Sequence[str]) -> list[list[float]]:
         """Per request, the summed log-probability of each label's tokens after the prompt."""
         if not labels:
             raise ValueError("label_logprobs needs at least one label")

@@ -380,9 +380,11 @@ def pair_items(
     samples: Sequence[Mapping[str, Any]],
     candidate: Mapping[str, str],
     baseline: Mapping[str, str],
+    with_reference: bool = True,
 ) -> list[dict]:
-    """judge_pairs() items for one split: the user turn as question, the sample's reference
-    answer (when it has one) for reference-guided judging."""
+    """judge_pairs() items for one split: the user turn (instruction and input, as the models
+    saw it) as question, and, when `with_reference`, the sample's reference answer (when it has
+    one) for reference-guided judging."""
     from cift.data.sample import user_message
 
     return [
@@ -391,7 +393,7 @@ def pair_items(
             "question": user_message(s["instruction"], s.get("input", "")),
             "candidate": candidate[s["id"]],
             "baseline": baseline[s["id"]],
-            "reference": s.get("output") or None,
+            "reference": (s.get("output") or None) if with_reference else None,
         }
         for s in samples
     ]
