@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from cift.data.validity import faithfulness_violations
 from cift.evaluate.calibrate import (
     KINDS,
     ROUTINE_ADVICE,
@@ -36,7 +37,6 @@ from cift.evaluate.judge import (
 )
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.generate.teachers.openai_compat import OpenAITeacher, TeacherUnavailable
-from cift.data.validity import faithfulness_violations
 from cift.kb import load_kb
 from cift.models import ModelSpec
 from tests.conftest import compose
