@@ -1,7 +1,8 @@
 """Judge calibration: can the configured judge tell a correct answer from a planted flaw?
 
 Planted pairs come from the KB: a record of a condition, its reference answer (the project's
-renderer, cift/data/reference.py) against a corrupted copy of four kinds —
+renderer, cift/data/reference.py; written out by cift/data/answer.py) against a corrupted copy of
+four kinds —
 
 * wrong_diagnosis  — the reference answer the same record would get for a confusable condition
   (coherent reasoning, wrong conclusion and advice);
@@ -42,9 +43,9 @@ ROUTINE_ADVICE = (
 
 
 def _render(structured: dict) -> str:
-    from cift.data.reference import format_output
+    from cift.data.answer import render_answer
 
-    return format_output(structured)
+    return render_answer(structured)
 
 
 def _wrong_diagnosis(kb: Any, record: dict, good: dict, rng: random.Random) -> dict:
