@@ -419,16 +419,26 @@ def test_calibration_is_cached_per_judge_config(tmp_path, monkeypatch):
 
 
 def test_cli_judge_calibrate_prints_json_last(tmp_path, monkeypatch, capsys):
+    import cift.evaluate.build as build
     from cift.cli import main
 
     monkeypatch.setenv("CIFT_CACHE_DIR", str(tmp_path))
-    overrides = ["model=tiny_random", "judge.calibration.pairs=4", "judge.backend.device=cpu"]
+    built = []
+
+    def build_judge(cfg):  # the configured judge, scripted: always "tie"
+        built.append(cfg)
+        return TextJudge(lambda user: "[[C]]") if cfg.judge.backend else None
+
+    monkeypatch.setattr(build, "build_judge", build_judge)
+    args = ["judge", "calibrate", "-S", "profile=tiny", "-S", "judge.calibration.pairs=4"]
     with pytest.raises(SystemExit) as code:
-        main(["judge", "calibrate", *[a for o in overrides for a in ("-S", o)]])
-    assert code.value.code == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        main(args)
+    assert code.value.code == 0 and built[0].judge.calibration.pairs == 4  # -S reached it
+    out, err = capsys.readouterr()
+    last = json.loads(out.strip().splitlines()[-1])
     assert set(last) == set(SUMMARY_KEYS) and last["pairs"] == 4
-    assert 0.0 <= last["accuracy"] <= 1.0 and last["judge"] == "judge-tiny_random"
+    assert last["accuracy"] == 0.0 and last["tie_rate"] == 1.0 and last["judge"] == "scripted-text"
+    assert "by_kind" in json.loads(err.strip().splitlines()[-1])
     with pytest.raises(SystemExit) as code:
         main(["judge", "calibrate", "-S", "judge=none"])
     assert code.value.code == 1
