@@ -61,6 +61,9 @@ class OpenAITeacher:
 
     Replies come back in request order. Worst-case time per request is about
     `(max_retries + 1) * timeout_s + backoff_s * (2**max_retries - 1)` seconds.
+    With `top_logprobs` set, every request asks for per-token log-probabilities and that many
+    alternatives (a judge reads its verdict's probabilities from them); a reply carries them in
+    `TeacherReply.logprobs` when the endpoint sent them.
     """
 
     def __init__(
