@@ -3,7 +3,9 @@ files). The evaluate stage generates answers and feeds them here:
 
 * metrics — diagnosis extraction, fault cases, accuracy with bootstrap intervals, BLEU/ROUGE-L,
   confusion summary, `evaluate_predictions` for one model;
-* judge   — pairwise LLM-as-a-judge, both orders, disagreement = tie (`judge_pairs`);
+* judge   — pairwise LLM-as-a-judge, both orders: forced choice from label log-probabilities
+  (a local model: forced_choice.LocalJudge) or text verdicts (`judge_pairs`); calibrate — the
+  judge's accuracy on planted pairs, below `judge.min_calibration` it is "uninformative";
 * safety  — urgent-referral and prescription-dose checks (`safety_violations`);
 * gate    — the promotion decision on validation metrics (`gate_decision`).
 """
