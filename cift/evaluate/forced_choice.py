@@ -13,10 +13,11 @@ bf16 (`model.dtype: auto`), and log-softmax runs in float32.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cift.models import LoadedModel, ModelSpec
+from cift.progress import progress
 
 
 def load_judge_model(spec: ModelSpec, device: str) -> LoadedModel:
@@ -110,9 +111,11 @@ class LocalJudge:
         self.forward_passes += 1
         return torch.log_softmax(logits.float(), dim=-1).cpu()
 
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
+    def _batches(self, lengths: list[int]) -> Iterable[list[int]]:
+        """Length-sorted batches of indices (little padding), with a progress bar."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return progress(batches, desc=f"{self.name} verdicts", unit="batch")
 
     def _next_token(self, contexts: list[list[int]], label_ids: list[list[int]]):
         out: list[list[float] | None] = [None] * len(contexts)
