@@ -22,7 +22,7 @@ def main() -> None:
 
     from cift.config import load_params
     from cift.deploy.pointers import chain_path, read_pointer
-    from cift.evaluate.answers import Decoding, generate_answers
+    from cift.evaluate.answers import answer_sampling, generate_answers
     from cift.evaluate.build import (
         build_evaluator,
         judge_configured,
@@ -67,15 +67,12 @@ def main() -> None:
         result["general_judge"] = uninformative
     result["judge_calibration"] = calibration
     if judge is not None and heldout and versions[-1].key != versions[0].key:
-        decoding = Decoding(
-            max_new_tokens=int(cfg.generate.general.max_new_tokens),
-            batch_size=int(cfg.evaluate.batch_size),
-            stop_after_line="",  # general answers have no Advice line
-        )
+        # general answers have no Advice line
+        sampling = answer_sampling(int(cfg.generate.general.max_new_tokens), stop_after_line=None)
         answers = [
-            generate_answers(ev.make_generator, v, heldout, cfg.system_prompt, decoding, ev.cache)[
-                0
-            ]
+            generate_answers(
+                ev.make_generator, v, heldout, cfg.system_prompt, sampling, ev.cache, ev.batch_size
+            )[0]
             for v in (versions[-1], versions[0])
         ]
         # open-ended tasks: judged without a reference, on the instruction and its input

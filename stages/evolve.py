@@ -12,7 +12,7 @@ import time
 
 
 def main() -> None:
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
 
     from cift.config import load_params
     from cift.generate.batches import evolved_pool_path
@@ -28,12 +28,11 @@ def main() -> None:
     if cfg.generate.prompts == "evolved":
         e = cfg.generate.evolve
         backend = cfg.teacher.backend
-        # a template teacher cannot rewrite text: the run's model evolves the instructions
-        llm = (
-            instantiate(backend)
-            if "LocalTeacher" not in backend._target_ and "Template" not in backend._target_
-            else LocalTeacher(instantiate(cfg.model))
-        )
+        teacher = get_class(backend._target_)
+        # a teacher that cannot rewrite text (a template) or is the run's own model: the run's
+        # model evolves the instructions (with its default decoding)
+        local = not getattr(teacher, "rewrites_text", False) or issubclass(teacher, LocalTeacher)
+        llm = LocalTeacher(instantiate(cfg.model)) if local else instantiate(backend)
         pool, rejects, counts = evolve(
             llm,
             load_parts(),

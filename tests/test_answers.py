@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from cift.deploy.pointers import deployed_after
-from cift.evaluate.answers import AnswerCache, Decoding, Version, adapter_digest, generate_answers
+from cift.evaluate.answers import AnswerCache, Version, answer_sampling, generate_answers
 from cift.evaluate.suite import Evaluator, summary
 from cift.generate.teachers.base import TeacherReply
-from cift.generate.teachers.local import LineEndStop, cut_after_line
 from cift.kb.loader import load_kb
+from cift.models.adapter_format import adapter_digest
+from cift.models.generator import RowStop, cut_after_line
 
 ANSWER = "1. Fever.\n2. Cough.\n3. Aches.\nDiagnosis: Influenza\nAdvice: Rest and fluids.\n"
 
@@ -40,7 +41,7 @@ def test_line_end_stop_is_per_row():
     rows = ["Advice: rest\n", "Advice: re", ""]
     width = max(len(r) for r in rows)
     ids = torch.tensor([prompt + [ord(c) for c in r] + [0] * (width - len(r)) for r in rows])
-    done = LineEndStop(CharTokenizer(), "Advice:", prompt_len=3)(ids, None)
+    done = RowStop(CharTokenizer(), 3, [99] * 3, markers=["Advice:"] * 3)(ids, None)
     assert done.tolist() == [True, False, False]
 
 
@@ -72,7 +73,7 @@ def test_answers_are_cached_per_version_decoding_and_prompt(tmp_path: Path):
     cache = AnswerCache(tmp_path)
     model = ScriptedModel({f"s{i}": ANSWER for i in range(3)})
     v1, v2 = Version("a", None, "base-1"), Version("b", "x", "lora-2")
-    d = Decoding(max_new_tokens=32)
+    d = answer_sampling(32)
     first, stats = generate_answers(lambda *_: model, v1, samples(), "sys", d, cache)
     assert stats["generated"] == 3 and first["s0"] == ANSWER
     _, stats = generate_answers(
@@ -82,7 +83,7 @@ def test_answers_are_cached_per_version_decoding_and_prompt(tmp_path: Path):
     model.asked.clear()
     generate_answers(lambda *_: model, v2, samples(), "sys", d, cache)  # another version
     generate_answers(lambda *_: model, v1, samples(), "other system", d, cache)  # another prompt
-    generate_answers(lambda *_: model, v1, samples(), "sys", Decoding(max_new_tokens=64), cache)
+    generate_answers(lambda *_: model, v1, samples(), "sys", answer_sampling(64), cache)
     assert len(model.asked) == 9
 
 
@@ -90,12 +91,12 @@ def test_a_torn_cache_line_is_ignored(tmp_path: Path):
     cache = AnswerCache(tmp_path)
     v = Version("a", None, "base-1")
     model = ScriptedModel({f"s{i}": ANSWER for i in range(3)})
-    generate_answers(lambda *_: model, v, samples(), "sys", Decoding(), cache)
+    generate_answers(lambda *_: model, v, samples(), "sys", answer_sampling(), cache)
     path = tmp_path / "base-1.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # killed mid-write
     model.asked.clear()
-    _, stats = generate_answers(lambda *_: model, v, samples(), "sys", Decoding(), cache)
+    _, stats = generate_answers(lambda *_: model, v, samples(), "sys", answer_sampling(), cache)
     assert (stats["generated"], stats["cached"]) == (1, 2)
 
 
@@ -129,7 +130,9 @@ def test_evaluator_scores_accuracy_faults_and_safety(tmp_path: Path):
         "s1": "I am not sure.",
         "u": f"1. a\n2. b\n3. c\nDiagnosis: {urgent.name}\nAdvice: Rest at home.",
     }
-    ev = Evaluator(kb, "sys", Decoding(), AnswerCache(None), lambda *_: ScriptedModel(answers))
+    ev = Evaluator(
+        kb, "sys", answer_sampling(), AnswerCache(None), lambda *_: ScriptedModel(answers)
+    )
     metrics, _ = ev.evaluate_version(Version("m", None, "base-x"), {"val": cases})
     m = metrics["val"]
     assert m["accuracy"] == pytest.approx(2 / 3) and m["fault_cases"] == 1

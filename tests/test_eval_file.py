@@ -16,7 +16,7 @@ from cift.deploy.resolve import UnknownModel, resolve_model
 from cift.evaluate.eval_file import usable_cases
 from cift.io.jsonl import read_cases
 from cift.kb.loader import load_kb
-from cift.models.loading import load_with_adapter
+from cift.models.version import load_version
 from cift.train.adapters import save_adapter
 from cift.train.module import wrap_lora
 
@@ -114,7 +114,7 @@ def test_export_merged_matches_the_adapter(run_cfg, tmp_path):
     result = export_merged(run_cfg, str(adapter), tmp_path / "merged")
     assert result["adapter"] == str(adapter)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
-    reference, _ = load_with_adapter(instantiate(run_cfg.model), str(adapter), dtype="float32")
+    reference = load_version(instantiate(run_cfg.model), str(adapter), dtype="float32").model
     ids = torch.tensor([[1, 42, 7, 99, 12]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, reference(ids).logits)

@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
-from cift.bank.moe import (
+from cift.bank.moe import train_router
+from cift.models import ModelSpec
+from cift.models.moe import (
     attach_moe,
     build_moe,
     expert_tensors,
@@ -17,9 +19,7 @@ from cift.bank.moe import (
     record_gates,
     routing_stats,
     save_moe,
-    train_router,
 )
-from cift.models import ModelSpec
 from cift.train.module import wrap_lora
 
 SPEC = ModelSpec(name="tiny", source="tiny_random")

@@ -24,10 +24,11 @@ from fastapi import FastAPI, Request  # module level: FastAPI resolves the annot
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cift.models.loading import ModelSpec
+from cift.models.version import merge_lora_into
 from cift.registry import Registry
 from cift.serve.app import create_app
 from cift.serve.bench import Server, seed_adapters
-from cift.serve.engine import LocalEngine, MergedLoader, merge_lora_into
+from cift.serve.engine import LocalEngine, MergedLoader
 from cift.serve.vllm import VLLMBackend
 from cift.train.adapters import save_adapter
 from cift.train.module import wrap_lora

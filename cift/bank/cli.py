@@ -93,9 +93,10 @@ def cmd_moe(args: argparse.Namespace) -> int:
 
     from hydra.utils import instantiate
 
-    from cift.bank.moe import build_moe, expert_tensors, save_moe, train_router
+    from cift.bank.moe import train_router
     from cift.bank.select import kshot_examples
     from cift.config import run_config
+    from cift.models.moe import build_moe, expert_tensors, save_moe
     from cift.registry.cli import registry_from_args
 
     cfg = run_config(args.overrides)

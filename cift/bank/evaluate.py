@@ -57,11 +57,12 @@ def routing_on(cfg: Any, moe_folder: str, samples: Sequence[dict]) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from cift.bank.moe import attach_moe, record_gates, routing_stats
+    from cift.models.moe import record_gates, routing_stats
+    from cift.models.version import load_version
     from cift.train.data import collate, tokenize_samples
 
-    loaded = instantiate(cfg.model).load(dtype="float32")
-    model = attach_moe(loaded.model, moe_folder).eval()
+    loaded = load_version(instantiate(cfg.model), moe_folder, dtype="float32")
+    model = loaded.model
     examples = tokenize_samples(loaded.tokenizer, samples, cfg.system_prompt, 512)
     batch = collate(examples, loaded.tokenizer.pad_token_id)
     record_gates(model, True)

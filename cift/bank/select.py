@@ -92,7 +92,7 @@ def score_adapters(cfg: Any, adapters: Mapping[str, str], kshot: list[dict]) -> 
     from hydra.utils import instantiate
 
     from cift.evaluate.build import build_evaluator, version_of
-    from cift.models.loading import load_with_adapter
+    from cift.models.version import load_version
     from cift.scoring.ifd import IFDEngine
 
     spec = instantiate(cfg.model)
@@ -102,8 +102,10 @@ def score_adapters(cfg: Any, adapters: Mapping[str, str], kshot: list[dict]) -> 
         metrics, _ = ev.evaluate_version(version_of(name, folder, spec), {"kshot": kshot})
         rows = metrics["kshot"]["rows"]
         scored = [r["correct"] for r in rows if r["correct"] is not None]
-        model, tokenizer = load_with_adapter(spec, folder)
-        engine = IFDEngine(model, tokenizer, system_prompt=cfg.system_prompt, compile=False)
+        loaded = load_version(spec, folder)
+        engine = IFDEngine(
+            loaded.model, loaded.tokenizer, system_prompt=cfg.system_prompt, compile=False
+        )
         ppl = [r["ppl_cond"] for r in engine.score(kshot) if r.get("ppl_cond")]
         out[name] = AdapterScore(
             name,

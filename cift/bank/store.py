@@ -8,18 +8,20 @@ and shape against the LoRA the adapter's own config builds on our base.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from cift.registry import Registry
-from cift.registry.store import (
-    ADAPTER_META,
-    Refused,
-    check_adapter_folder,
+from cift.models.adapter_format import (
+    CIFT_META,
+    WEIGHTS,
+    read_adapter_meta,
+    read_lora_config,
+    write_adapter_meta,
 )
+from cift.registry import Registry
+from cift.registry.store import Refused, check_adapter_folder
 
 
 class ImportRefused(Refused):
@@ -30,10 +32,9 @@ def adapter_base_hash(folder: Path) -> tuple[str | None, str]:
     """(the base's weight hash the adapter names, how we know it) or (None, why not)."""
     from cift.models.loading import base_model_hash
 
-    meta_path = folder / ADAPTER_META
-    if meta_path.is_file():
-        return json.loads(meta_path.read_text(encoding="utf-8")).get("base_hash"), ADAPTER_META
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    if (folder / CIFT_META).is_file():
+        return read_adapter_meta(folder).get("base_hash"), CIFT_META
+    config = read_lora_config(folder)
     base = config.get("base_model_name_or_path")
     if base and Path(base).is_dir() and any(Path(base).glob("*.safetensors")):
         return base_model_hash(Path(base)), f"base_model_name_or_path={base}"
@@ -47,7 +48,7 @@ def check_shapes(folder: Path, spec: Any) -> int:
     from peft.utils import get_peft_model_state_dict
     from safetensors import safe_open
 
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    config = read_lora_config(folder)
     if config.get("peft_type", "LORA") != "LORA":
         raise ImportRefused(
             f"{folder}/adapter_config.json: peft_type {config['peft_type']!r}, "
@@ -57,7 +58,7 @@ def check_shapes(folder: Path, spec: Any) -> int:
     lora = LoraConfig(**{k: v for k, v in config.items() if k in known})
     model = get_peft_model(spec.load(dtype="float32").model, lora)
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
-    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+    with safe_open(str(folder / WEIGHTS), "pt") as f:
         got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or extra:
@@ -68,7 +69,7 @@ def check_shapes(folder: Path, spec: Any) -> int:
     for key, shape in got.items():
         if expected[key] != shape:
             raise ImportRefused(
-                f"{folder}/adapter_model.safetensors: {key} has shape "
+                f"{folder}/{WEIGHTS}: {key} has shape "
                 f"{list(shape)}, {spec.name} needs {list(expected[key])} "
                 "(an adapter for a different base)"
             )
@@ -93,19 +94,14 @@ def import_adapter(
     with tempfile.TemporaryDirectory(prefix=".import-") as tmp:
         staged = Path(tmp) / "adapter"
         shutil.copytree(src, staged)
-        (staged / ADAPTER_META).write_text(
-            json.dumps(
-                {
-                    "base_hash": ours,
-                    "metadata": {
-                        "source": "imported",
-                        "imported_from": str(src),
-                        "base_check": "sha256" if theirs else "shapes",
-                    },
-                },
-                indent=2,
-            )
-            + "\n"
+        write_adapter_meta(
+            staged,
+            ours,
+            {
+                "source": "imported",
+                "imported_from": str(src),
+                "base_check": "sha256" if theirs else "shapes",
+            },
         )
         version = registry.register(
             staged,

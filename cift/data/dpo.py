@@ -91,7 +91,7 @@ def deployed_preference(cfg, batch: str) -> Callable[[list[dict]], dict[str, str
         from hydra.utils import instantiate
 
         from cift.deploy.pointers import previous_pointer
-        from cift.evaluate.answers import Decoding, generate_answers
+        from cift.evaluate.answers import answer_sampling, generate_answers
         from cift.evaluate.build import (
             build_evaluator,
             build_judge,
@@ -104,11 +104,15 @@ def deployed_preference(cfg, batch: str) -> Callable[[list[dict]], dict[str, str
             return {}
         ev = build_evaluator(cfg)
         version = pointer_version(previous_pointer(cfg, batch, "deployed"), instantiate(cfg.model))
-        decoding = Decoding(
-            max_new_tokens=int(cfg.evaluate.max_new_tokens), batch_size=int(cfg.evaluate.batch_size)
-        )
+        sampling = answer_sampling(int(cfg.evaluate.max_new_tokens))
         answers = generate_answers(
-            ev.make_generator, version, samples, cfg.system_prompt, decoding, ev.cache
+            ev.make_generator,
+            version,
+            samples,
+            cfg.system_prompt,
+            sampling,
+            ev.cache,
+            ev.batch_size,
         )[0]
         items = [
             {

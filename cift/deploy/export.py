@@ -21,13 +21,14 @@ def export_merged(
     from hydra.utils import instantiate
 
     from cift.deploy.resolve import resolve_model
-    from cift.models.loading import load_with_adapter
+    from cift.models.version import load_version
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty")
     name, adapter = resolve_model(model, cfg, registry)
-    merged, tokenizer = load_with_adapter(instantiate(cfg.model), adapter, dtype=dtype)
+    loaded = load_version(instantiate(cfg.model), adapter, dtype=dtype)
+    merged, tokenizer = loaded.model, loaded.tokenizer
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

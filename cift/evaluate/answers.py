@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cift.data.answer import STOP_AFTER
 from cift.data.sample import student_messages
 from cift.generate.teachers.base import TeacherRequest
+from cift.models.adapter_format import adapter_digest
+from cift.models.sampling import Sampling
 from cift.progress import progress
 
 
@@ -41,42 +43,23 @@ class Version:
         return cls(name, str(adapter), f"lora-{adapter_digest(adapter)[:16]}")
 
 
-def adapter_digest(adapter: str | Path) -> str:
-    """sha256 of the adapter's safetensors weights (the version's identity)."""
-    files = sorted(Path(adapter).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{adapter}: no *.safetensors adapter weights")
-    h = hashlib.sha256()
-    for f in files:
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-@dataclass
-class Decoding:
+def answer_sampling(
+    max_new_tokens: int = 320,
+    *,
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop_after_line: str | None = STOP_AFTER,
+) -> Sampling:
     """Greedy by default; the Advice line or the token budget ends an answer."""
-
-    max_new_tokens: int = 320
-    temperature: float = 0.0
-    top_p: float = 1.0
-    batch_size: int = 16
-    seed: int = 0
-    stop_after_line: str = STOP_AFTER
-    extra: dict = field(default_factory=dict)
-
-    def key_parts(self) -> dict:
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p if self.temperature > 0 else None,
-            "seed": self.seed if self.temperature > 0 else None,
-            "stop_after_line": self.stop_after_line,
-        }
+    return Sampling(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        stop_after_line=stop_after_line,
+    )
 
 
-def answer_key(version: Version, sample: Mapping[str, Any], system_prompt: str, d: Decoding) -> str:
+def answer_key(version: Version, sample: Mapping[str, Any], system_prompt: str, d: Sampling) -> str:
     prompt = json.dumps(student_messages(sample, system_prompt), ensure_ascii=False)
     parts = [version.key, sample["id"], d.key_parts(), hashlib.sha256(prompt.encode()).hexdigest()]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -119,16 +102,17 @@ def generate_answers(
     version: Version,
     samples: Sequence[Mapping[str, Any]],
     system_prompt: str,
-    decoding: Decoding,
+    sampling: Sampling,
     cache: AnswerCache,
+    batch_size: int = 16,
 ) -> tuple[dict[str, str], dict]:
     """{sample id: answer} for `samples`, generating only what the cache lacks.
 
-    make_generator(version, decoding) -> a Teacher (called only when something is missing, so a
+    make_generator(version, sampling) -> a Teacher (called only when something is missing, so a
     fully cached evaluation never loads a model). Returns (answers, stats: generated, cached,
     tokens, seconds).
     """
-    keys = {s["id"]: answer_key(version, s, system_prompt, decoding) for s in samples}
+    keys = {s["id"]: answer_key(version, s, system_prompt, sampling) for s in samples}
     cached = cache.load(version)
     todo = [s for s in samples if keys[s["id"]] not in cached]
     stats = {
@@ -138,8 +122,8 @@ def generate_answers(
         "seconds": 0.0,
     }
     if todo:
-        gen = make_generator(version, decoding)
-        chunk = max(decoding.batch_size * 4, 1)  # cache progress every few batches
+        gen = make_generator(version, sampling)
+        chunk = max(batch_size * 4, 1)  # cache progress every few batches
         bar = progress(desc=f"answers {version.name}", total=len(todo), unit="answer")
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
@@ -147,10 +131,10 @@ def generate_answers(
             before = getattr(gen, "seconds", 0.0)
             replies = gen.generate(
                 requests,
-                max_new_tokens=decoding.max_new_tokens,
-                temperature=decoding.temperature,
-                top_p=decoding.top_p,
-                seed=decoding.seed,
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
             )
             stats["seconds"] += getattr(gen, "seconds", 0.0) - before
             stats["tokens"] += sum(r.completion_tokens for r in replies)

@@ -8,9 +8,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cift.evaluate.answers import AnswerCache, Decoding, Version
+from cift.evaluate.answers import AnswerCache, Version, answer_sampling
 from cift.evaluate.suite import Evaluator
 from cift.models.loading import base_model_hash
+from cift.models.sampling import Sampling
 
 
 def base_hash(spec: Any) -> str:
@@ -36,31 +37,30 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
 
     spec = instantiate(cfg.model)
     e = cfg.evaluate
-    decoding = Decoding(
-        max_new_tokens=int(e.max_new_tokens),
-        temperature=float(e.temperature),
-        batch_size=int(e.batch_size),
-        seed=int(cfg.seed),
+    batch_size = int(e.batch_size)
+    sampling = answer_sampling(
+        int(e.max_new_tokens), temperature=float(e.temperature), seed=int(cfg.seed)
     )
 
-    def make_generator(version: Version, d: Decoding) -> LocalTeacher:
+    def make_generator(version: Version, s: Sampling) -> LocalTeacher:
         return LocalTeacher(
             model=spec,
             name=version.name,
-            batch_size=d.batch_size,
+            batch_size=batch_size,
             adapter=version.adapter,
-            stop_after_line=d.stop_after_line or None,
+            stop_after_line=s.stop_after_line or None,
         )
 
     return Evaluator(
         kb=kb if kb is not None else domain_kb(cfg),
         system_prompt=cfg.system_prompt,
-        decoding=decoding,
+        sampling=sampling,
         cache=AnswerCache(e.get("cache_dir")),
         make_generator=make_generator,
         records={r["id"]: r for r in records},
         n_boot=int(cfg.gate.bootstrap),
         seed=int(cfg.seed),
+        batch_size=batch_size,
     )
 
 

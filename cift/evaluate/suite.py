@@ -1,7 +1,7 @@
 """One model version on named splits: answers (cached), accuracy, faults, BLEU/ROUGE-L, safety.
 
 `Evaluator` holds what every evaluation shares (KB, records for the red-flag rule, prompt,
-decoding, cache, how to build a generator); `evaluate_version` generates every split's answers in
+sampling, cache, how to build a generator); `evaluate_version` generates every split's answers in
 one batched pass and scores each split. The stage and `cift eval-file` are thin callers.
 """
 
@@ -11,21 +11,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cift.evaluate.answers import AnswerCache, Decoding, Version, generate_answers
+from cift.evaluate.answers import AnswerCache, Version, generate_answers
 from cift.evaluate.metrics import evaluate_predictions, sample_gold
 from cift.evaluate.safety import count_violations, record_red_flags, safety_violations
+from cift.models.sampling import Sampling
 
 
 @dataclass
 class Evaluator:
     kb: Any
     system_prompt: str
-    decoding: Decoding
+    sampling: Sampling
     cache: AnswerCache
-    make_generator: Callable[[Version, Decoding], Any]
+    make_generator: Callable[[Version, Sampling], Any]
     records: Mapping[str, dict] = field(default_factory=dict)  # record id -> structured record
     n_boot: int = 1000
     seed: int = 0
+    batch_size: int = 16
 
     def safety(self, sample: Mapping[str, Any], text: str) -> list[str]:
         """Violations of one answer, with the record's red flags when the record is known."""
@@ -59,8 +61,9 @@ class Evaluator:
             version,
             list(unique.values()),
             self.system_prompt,
-            self.decoding,
+            self.sampling,
             self.cache,
+            self.batch_size,
         )
         return {name: self.score(samples, answers) for name, samples in splits.items()}, stats
 

@@ -28,12 +28,13 @@ class IFDFilter:
     def apply(
         self, samples: list[dict], stats: dict[str, dict], ctx: FilterContext
     ) -> dict[str, str]:
-        from cift.models.loading import load_with_adapter
+        from cift.models.version import load_version
         from cift.scoring.ifd import score_ifd
 
         if not samples:
             return {}
-        model, tokenizer = load_with_adapter(ctx.proxy, ctx.proxy_adapter, self.dtype)
+        loaded = load_version(ctx.proxy, ctx.proxy_adapter, dtype=self.dtype)
+        model, tokenizer = loaded.model, loaded.tokenizer
         scores = score_ifd(
             model,
             tokenizer,

@@ -36,6 +36,7 @@ class LoadedModel:
     base_hash: str
     path: Path
     dtype: Any
+    adapter: str | None = None  # the version's adapter folder (`cift.models.version`), if any
 
 
 @dataclass
@@ -83,17 +84,6 @@ class ModelSpec:
             tokenizer.pad_token = tokenizer.eos_token
         local = where if where.is_dir() else Path(model.config.name_or_path)
         return LoadedModel(model, tokenizer, base_model_hash(local), local, torch_dtype)
-
-
-def load_with_adapter(spec: ModelSpec, adapter: str | None, dtype: str | None = None):
-    """(model, tokenizer): the base plus a PEFT adapter merged in (logits identical, full speed)."""
-    loaded = spec.load(dtype=dtype)
-    model = loaded.model
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return model.eval(), loaded.tokenizer
 
 
 def resolve_dtype(name: str, device: str = "cpu"):

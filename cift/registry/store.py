@@ -41,15 +41,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cift.io.jsonl import fsync_dir, write_json_atomic
+from cift.models.adapter_format import CONFIG, MOE_CONFIG, WEIGHTS, AdapterError, adapter_digest
+from cift.models.adapter_format import read_adapter_meta as _read_adapter_meta
 
 STATE = "registry.json"
 LOCK = ".lock"
 VERSIONS = "versions"
 META = "meta.json"
 CARD = "model_card.md"
-WEIGHTS = "adapter_model.safetensors"
-ADAPTER_META = "cift_adapter.json"
-MOE_CONFIG = "moe_config.json"  # a mixture of LoRA experts (cift.bank.moe) instead of a LoRA
 BASE_ID = "v0000"
 PRODUCTION, PROXY, CANDIDATE = "production", "proxy", "candidate"
 RESERVED = {"base": BASE_ID}  # names that resolve to a version but cannot be tagged
@@ -183,8 +182,8 @@ def check_adapter_folder(folder: str | Path) -> Path:
     if not weights.is_file():
         raise Refused(f"{folder}: no {WEIGHTS} (only safetensors adapters are accepted)")
     check_safetensors(weights)
-    if not (folder / "adapter_config.json").is_file() and not (folder / MOE_CONFIG).is_file():
-        raise Refused(f"{folder}: no adapter_config.json (nor {MOE_CONFIG})")
+    if not (folder / CONFIG).is_file() and not (folder / MOE_CONFIG).is_file():
+        raise Refused(f"{folder}: no {CONFIG} (nor {MOE_CONFIG})")
     return folder
 
 
@@ -207,24 +206,11 @@ def check_safetensors(path: Path) -> None:
 
 
 def read_adapter_meta(folder: str | Path) -> dict:
-    """`cift_adapter.json` ({"base_hash", "metadata"}), as `cift.train.adapters.read_adapter_meta`
-    reads it; not imported from there, since importing `cift.train` loads Lightning (~10 s)."""
-    path = Path(folder) / ADAPTER_META
-    if not path.is_file():
-        raise Refused(f"{folder}: no {ADAPTER_META} (not an adapter written by cift)")
+    """`cift_adapter.json` ({"base_hash", "metadata"}); a missing or broken one is `Refused`."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Refused(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise Refused(f"{path}: not a JSON object")
-    return meta
-
-
-def adapter_sha256(folder: str | Path) -> str:
-    from cift.evaluate.answers import adapter_digest
-
-    return adapter_digest(folder)
+        return _read_adapter_meta(folder)
+    except AdapterError as exc:
+        raise Refused(str(exc)) from exc
 
 
 def _copy_adapter(src: Path, dst: Path) -> None:
@@ -428,7 +414,7 @@ class Store:
         info = self.resolve(name)
         if info.adapter_path is None:
             return True
-        return adapter_sha256(info.adapter_path) == info.meta.get("adapter_sha256")
+        return adapter_digest(info.adapter_path) == info.meta.get("adapter_sha256")
 
     def _record(self, state: dict, version: str) -> dict:
         meta = self._meta(state, version)
@@ -492,7 +478,7 @@ class Store:
         """
         src = check_adapter_folder(adapter_dir)
         meta = dict(meta or {})
-        sha = adapter_sha256(src)
+        sha = adapter_digest(src)
         existing = self.find_sha(sha)
         if existing:
             return existing
@@ -509,7 +495,7 @@ class Store:
         try:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; a server may run as another user
             _copy_adapter(src, tmp)
-            if adapter_sha256(tmp) != sha:
+            if adapter_digest(tmp) != sha:
                 raise RegistryError(f"{src}: the adapter changed while it was being copied")
             with self.transaction() as state:
                 found = _find_sha(state, sha)

@@ -28,7 +28,7 @@ def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list
     from cift.config import compose_config
     from cift.data.check import rejects_path  # data/x.jsonl -> data/x.rejects.jsonl
     from cift.io.jsonl import read_samples, write_jsonl_atomic, write_rejects
-    from cift.models.loading import load_with_adapter
+    from cift.models.version import load_version
     from cift.scoring.ifd import score_ifd
 
     cfg = compose_config(overrides)
@@ -45,7 +45,8 @@ def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list
     if read.accepted:
         t0 = time.perf_counter()
         adapter = OmegaConf.select(cfg, "proxy.adapter", default=None)
-        model, tokenizer = load_with_adapter(instantiate(cfg.proxy.model), adapter, dtype)
+        loaded = load_version(instantiate(cfg.proxy.model), adapter, dtype=dtype)
+        model, tokenizer = loaded.model, loaded.tokenizer
         print(
             f"scoring {len(read.accepted)} samples with {cfg.proxy.model.name} "
             f"(template={template}, dtype={next(model.parameters()).dtype}, "

@@ -26,14 +26,13 @@ import gc
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cift.generate.teachers.local import stop_token_ids
+from cift.models.generator import Generator
 from cift.serve.protocol import (
     BadRequest,
     GenRequest,
@@ -86,8 +85,9 @@ def resolve_device(device: str = "auto") -> str:
 
 class MergedLoader:
     """`loader(version_info) -> (model, tokenizer)`: the base (loaded once, kept pristine and
-    shared by `v0000`) or a deep copy of it with the version's adapter merged in. The adapter's
-    recorded base hash must match the loaded base, and only safetensors weights are read."""
+    shared by `v0000`) or a deep copy of it with the version's adapter applied by
+    `cift.models.version.apply_adapter` (base hash checked, safetensors only, a LoRA merged in,
+    a mixture of experts routed)."""
 
     def __init__(self, spec: Any, device: str = "auto", dtype: str | None = None) -> None:
         self.spec, self.device, self.dtype = spec, resolve_device(device), dtype
@@ -103,102 +103,19 @@ class MergedLoader:
             return self._base
 
     def __call__(self, info: Any) -> tuple[Any, Any]:
-        from cift.train.adapters import check_base_hash, load_adapter
+        from cift.models.adapter_format import check_base_hash
+        from cift.models.version import apply_adapter
 
         base = self.base
         if info.adapter_path is None:
             return base.model, base.tokenizer
-        check_base_hash(info.adapter_path, base.base_hash)
-        model = copy.deepcopy(base.model)
-        from cift.bank.moe import attach_moe, is_moe
-
-        if is_moe(info.adapter_path):  # a mixture of LoRA experts: routed, never merged
-            return attach_moe(model, info.adapter_path).eval(), base.tokenizer
-        if merge_lora_into(model, info.adapter_path):
-            return model.eval(), base.tokenizer
-        peft = load_adapter(model, info.adapter_path, base.base_hash)  # DoRA, patterns, …
-        return peft.merge_and_unload().eval(), base.tokenizer
-
-
-_LORA_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
-
-
-def merge_lora_into(model: Any, adapter_dir: Any) -> bool:
-    """Merge a plain LoRA adapter (W += scale · B·A on Linear layers, in fp32) into `model` in
-    place, far faster than wrapping it with PEFT first. False, with `model` untouched, for any
-    adapter this does not cover (DoRA, rank/alpha patterns, biases, saved modules, …): the caller
-    then merges through PEFT."""
-    import json
-    import math
-    from pathlib import Path
-
-    import torch
-    from safetensors.torch import load_file
-
-    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
-    if (
-        cfg.get("peft_type", "LORA") != "LORA"
-        or cfg.get("use_dora")
-        or cfg.get("rank_pattern")
-        or cfg.get("alpha_pattern")
-        or cfg.get("modules_to_save")
-        or cfg.get("fan_in_fan_out")
-        or cfg.get("lora_bias")
-        or cfg.get("bias", "none") != "none"
-    ):
-        return False
-    r, alpha = int(cfg["r"]), float(cfg["lora_alpha"])
-    scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-    pairs: dict[str, dict[str, Any]] = {}
-    for key, tensor in load_file(str(Path(adapter_dir) / "adapter_model.safetensors")).items():
-        match = _LORA_KEY.fullmatch(key)
-        if match is None:
-            return False
-        pairs.setdefault(match[1], {})[match[2]] = tensor
-    modules = dict(model.named_modules())
-    plan = []
-    for name, ab in pairs.items():
-        layer = modules.get(name)
-        if set(ab) != {"A", "B"} or not isinstance(layer, torch.nn.Linear):
-            return False
-        a, b = ab["A"], ab["B"]
-        if a.shape[0] != r or b.shape[1] != r or layer.weight.shape != (b.shape[0], a.shape[1]):
-            return False
-        plan.append((layer, a, b))
-    with torch.no_grad():
-        for layer, a, b in plan:
-            delta = (b.float() @ a.float()) * scale
-            layer.weight += delta.to(layer.weight.device, layer.weight.dtype)
-    return True
+        check_base_hash(info.adapter_path, base.base_hash)  # before paying for the copy
+        model = apply_adapter(copy.deepcopy(base.model), info.adapter_path, base.base_hash)
+        return model.eval(), base.tokenizer
 
 
 # ---------------------------------------------------------------------------------------------
 # generation
-
-
-class _RowStop:
-    """Per-row stopping: a row is done at its own max_tokens or once it contains one of its own
-    stop strings (only the last few tokens are decoded each step)."""
-
-    def __init__(self, tok: Any, prompt_len: int, limits: list[int], stops: list[tuple[str, ...]]):
-        self.tok, self.prompt_len, self.limits, self.stops = tok, prompt_len, limits, stops
-        self.tail = max((len(s) for row in stops for s in row), default=0) + 2
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        n = input_ids.shape[1] - self.prompt_len
-        done = [n >= limit for limit in self.limits]
-        if any(self.stops):
-            tails = self.tok.batch_decode(input_ids[:, -min(self.tail, n) :])
-            rows = zip(done, tails, self.stops, strict=True)
-            done = [d or any(s in t for s in row) for d, t, row in rows]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 def prompt_ids(tok: Any, request: GenRequest) -> list[int]:
@@ -214,43 +131,14 @@ def prompt_ids(tok: Any, request: GenRequest) -> list[int]:
 
 
 def generate_batch(model: Any, tok: Any, jobs: list[tuple[list[int], GenRequest]]) -> list:
-    """One `model.generate` over requests with the same sampling key (left-padded, each row with
-    its own max_tokens and stop strings); [(text, completion_tokens, finish_reason)] in order."""
-    import torch
-
-    sampling = jobs[0][1].sampling
-    limits = [r.sampling.max_tokens for _, r in jobs]
-    stops = [r.sampling.stop for _, r in jobs]
-    enc = tok.pad({"input_ids": [ids for ids, _ in jobs]}, return_tensors="pt")
-    device = next(model.parameters()).device
-    enc = {k: v.to(device) for k, v in enc.items()}
-    prompt_len = enc["input_ids"].shape[1]
-    terminators = stop_token_ids(tok)
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
-    greedy = sampling.greedy
-    with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max(limits),
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None,
-            eos_token_id=terminators,
-            pad_token_id=tok.pad_token_id,
-            stopping_criteria=[_RowStop(tok, prompt_len, limits, stops)],
-        )
-    ends = set(terminators) | {tok.pad_token_id}  # finished rows are filled with padding
-    results = []
-    for row, limit in enumerate(limits):
-        new = out[row, prompt_len:].tolist()[:limit]
-        end = next((k for k, t in enumerate(new) if t in ends), None)
-        n = len(new) if end is None else end
-        text, stopped = _cut_at_stop(tok.decode(new[:n], skip_special_tokens=True), stops[row])
-        finish = "stop" if stopped or end is not None else "length"
-        results.append((text, n + (end is not None and not stopped), finish))
-    return results
+    """One `model.generate` over requests with the same sampling key, in admission order (each
+    row with its own max_tokens and stop strings): the shared `Generator` with the whole group
+    as one batch. [(text, completion_tokens, finish_reason)] in order."""
+    generator = Generator(model, tok, batch_size=max(len(jobs), 1), name="serve")
+    outs = generator.generate(
+        [ids for ids, _ in jobs], [r.sampling for _, r in jobs], sort=False, progress=False
+    )
+    return [(o.text, o.completion_tokens, o.finish_reason) for o in outs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,9 +482,9 @@ class LocalEngine(AliasFollower):
 
     def _fit(self, handle: Version, ids: list[int], request: GenRequest) -> list[int]:
         limit = getattr(handle.model.config, "max_position_embeddings", None)
-        if limit and len(ids) + request.sampling.max_tokens > limit:
+        if limit and len(ids) + request.sampling.max_new_tokens > limit:
             raise BadRequest(
-                f"prompt ({len(ids)} tokens) + max_tokens ({request.sampling.max_tokens}) "
+                f"prompt ({len(ids)} tokens) + max_tokens ({request.sampling.max_new_tokens}) "
                 f"exceed the model's context of {limit} tokens"
             )
         return ids

@@ -8,6 +8,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cift.models.sampling import Sampling
+
+__all__ = ["Sampling"]  # re-exported: a request's sampling is the models' one type
+
 RETRY_AFTER_S = 1
 ROLES = ("system", "user", "assistant")
 
@@ -48,23 +52,6 @@ class NotReady(ServeError):
 
 # ---------------------------------------------------------------------------------------------
 # requests and results
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-    def group_key(self) -> tuple:
-        """Requests that can share one `generate` call (max_tokens and stop are per row)."""
-        return ("greedy",) if self.greedy else ("sample", self.temperature, self.top_p, self.seed)
 
 
 @dataclass
@@ -152,7 +139,7 @@ def parse_sampling(body: dict, default_max_tokens: int, max_tokens_limit: int) -
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("seed: expected an integer")
     return Sampling(
-        max_tokens=max_tokens,
+        max_new_tokens=max_tokens,
         temperature=number("temperature", 1.0, 0.0, 2.0),
         top_p=number("top_p", 1.0, 1e-6, 1.0),
         stop=tuple(stop),

@@ -1,53 +1,36 @@
 """One model version = one LoRA adapter folder on the frozen base, identified by the base's hash.
 
-The folder is what `PeftModel.from_pretrained` and vLLM read (adapter_config.json +
-adapter_model.safetensors) plus `cift_adapter.json` {base_hash, metadata}. Folders are written
-atomically (a temp folder renamed into place), and only safetensors weights are ever loaded.
+The folder format (file names, `cift_adapter.json`, the base-hash check) is
+`cift.models.adapter_format`; this module writes folders from a trained PEFT model (atomically: a
+temp folder renamed into place) and seeds a new training run from a deployed adapter.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-CIFT_META = "cift_adapter.json"
+from cift.models.adapter_format import (
+    AdapterError,
+    check_base_hash,
+    read_adapter_meta,
+    read_lora_config,
+    weights_file,
+    write_adapter_meta,
+)
+
+__all__ = [
+    "AdapterError",
+    "check_base_hash",
+    "init_from_adapter",
+    "load_adapter",
+    "read_adapter_meta",
+    "save_adapter",
+]
 _MATCHED = ("r", "lora_alpha", "target_modules")
-
-
-class AdapterError(ValueError):
-    """An adapter folder that cannot be used here (wrong base, shape, config or format)."""
-
-
-def read_adapter_meta(adapter_dir: str | Path) -> dict:
-    """`cift_adapter.json` of an adapter folder ({"base_hash", "metadata"})."""
-    path = Path(adapter_dir) / CIFT_META
-    if not path.is_file():
-        raise AdapterError(f"{adapter_dir}: no {CIFT_META} (not an adapter written by cift)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def check_base_hash(adapter_dir: str | Path, expected_base_hash: str | None) -> dict:
-    """The adapter's metadata, after checking it was trained on the base with this hash."""
-    meta = read_adapter_meta(adapter_dir)
-    if expected_base_hash is not None and meta.get("base_hash") != expected_base_hash:
-        raise AdapterError(
-            f"{adapter_dir}: adapter was trained on base model {str(meta.get('base_hash'))[:12]}…, "
-            f"but the loaded base is {expected_base_hash[:12]}… (a different model or weights)"
-        )
-    return meta
-
-
-def _weights_file(adapter_dir: Path) -> Path:
-    path = adapter_dir / WEIGHTS
-    if not path.is_file():
-        raise AdapterError(f"{adapter_dir}: no {WEIGHTS} (only safetensors adapters are loaded)")
-    return path
 
 
 def _norm(value: Any) -> Any:
@@ -65,7 +48,7 @@ def init_from_adapter(
 
     adapter_dir = Path(adapter_dir)
     check_base_hash(adapter_dir, expected_base_hash)
-    saved_cfg = json.loads((adapter_dir / CONFIG).read_text(encoding="utf-8"))
+    saved_cfg = read_lora_config(adapter_dir)
     ours = peft_model.peft_config["default"].to_dict()
     for key in _MATCHED:
         if _norm(saved_cfg.get(key)) != _norm(ours.get(key)):
@@ -74,7 +57,7 @@ def init_from_adapter(
                 f"{ours.get(key)!r}; continual training needs the same LoRA shape "
                 "(use train.init=fresh to start over)"
             )
-    saved = load_file(str(_weights_file(adapter_dir)))
+    saved = load_file(str(weights_file(adapter_dir)))
     expected = get_peft_model_state_dict(peft_model)
     missing = sorted(set(expected) - set(saved))
     extra = sorted(set(saved) - set(expected))
@@ -104,9 +87,8 @@ def save_adapter(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
-        meta = {"base_hash": base_hash, "metadata": metadata or {}}
-        (tmp / CIFT_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        _weights_file(tmp)
+        write_adapter_meta(tmp, base_hash, metadata)
+        weights_file(tmp)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -127,11 +109,10 @@ def load_adapter(
     *,
     is_trainable: bool = False,
 ) -> Any:
-    """`PeftModel.from_pretrained(base_model, adapter_dir)` after checking the base hash and that
-    the weights are safetensors."""
-    from peft import PeftModel
+    """The unmerged `PeftModel` of `adapter_dir` on `base_model` (base hash checked, safetensors
+    only): `cift.models.version.apply_adapter` with `merge=False`."""
+    from cift.models.version import apply_adapter
 
-    adapter_dir = Path(adapter_dir)
-    check_base_hash(adapter_dir, expected_base_hash)
-    _weights_file(adapter_dir)
-    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=is_trainable)
+    return apply_adapter(
+        base_model, adapter_dir, expected_base_hash, merge=False, trainable=is_trainable
+    )

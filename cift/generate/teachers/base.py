@@ -28,6 +28,7 @@ class TeacherReply:
 
 class Teacher(Protocol):
     name: str
+    rewrites_text: bool  # a language model (can rewrite instructions), not a template in code
 
     def generate(
         self,

@@ -15,6 +15,8 @@ from cift.kb import load_kb
 
 
 class KBTemplateTeacher:
+    rewrites_text = False  # it writes answers from the record, it cannot rewrite text
+
     def __init__(self, kb: str = "medical", name: str = "kb_template") -> None:
         self.kb = load_kb(kb)
         self.name = name

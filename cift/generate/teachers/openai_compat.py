@@ -66,6 +66,8 @@ class OpenAITeacher:
     `TeacherReply.logprobs` when the endpoint sent them.
     """
 
+    rewrites_text = True
+
     def __init__(
         self,
         base_url: str,
