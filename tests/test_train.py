@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from cift.models.loading import ModelSpec
+from cift.models.version import apply_adapter
 from cift.train.adapters import (
     AdapterError,
     init_from_adapter,
-    load_adapter,
     read_adapter_meta,
     save_adapter,
 )
@@ -210,7 +210,7 @@ def test_adapter_round_trip_and_merge_give_identical_logits(spec, tmp_path):
     assert read_adapter_meta(out) == {"base_hash": loaded.base_hash, "metadata": {"a": 1}}
     assert not list(tmp_path.glob(".v1*"))  # no temp folders left
 
-    again = load_adapter(spec.load(dtype="float32").model, out, loaded.base_hash)
+    again = apply_adapter(spec.load(dtype="float32").model, out, loaded.base_hash, merge=False)
     assert torch.equal(_logits(again, ids), expected)
     merged = again.merge_and_unload()
     torch.testing.assert_close(_logits(merged, ids), expected, rtol=1e-4, atol=1e-4)
@@ -221,7 +221,7 @@ def test_base_hash_mismatch_and_shape_mismatch_raise(spec, tmp_path):
     peft_model = wrap_lora(loaded.model, LORA)
     out = save_adapter(peft_model, tmp_path / "v1", base_hash="0" * 64)
     with pytest.raises(AdapterError, match="different model"):
-        load_adapter(spec.load(dtype="float32").model, out, loaded.base_hash)
+        apply_adapter(spec.load(dtype="float32").model, out, loaded.base_hash, merge=False)
     with pytest.raises(AdapterError, match="different model"):
         init_from_adapter(peft_model, out, expected_base_hash=loaded.base_hash)
     other = wrap_lora(spec.load(dtype="float32").model, {**LORA, "r": 8})
@@ -229,7 +229,7 @@ def test_base_hash_mismatch_and_shape_mismatch_raise(spec, tmp_path):
         init_from_adapter(other, out)
     (out / "adapter_model.safetensors").unlink()
     with pytest.raises(AdapterError, match="safetensors"):
-        load_adapter(spec.load(dtype="float32").model, out, None)
+        apply_adapter(spec.load(dtype="float32").model, out, None, merge=False)
 
 
 def test_init_from_production_reproduces_its_logits(spec, tmp_path):

@@ -11,9 +11,9 @@
   watcher thread calls `reload()` whenever the registry's state file changes (inode, mtime or
   size), polling every `watch_interval_s`.
 * Batching: one worker thread takes the first waiting request, collects more for up to
-  `batch_wait_ms` (up to `max_batch_size`), and generates them together, left-padded, in one
-  `model.generate` call per (version, sampling parameters) group; each row stops at its own
-  `max_tokens` or `stop` string. Admission is bounded: more than `queue_size` waiting requests
+  `batch_wait_ms` (up to `max_batch_size`), and generates them together through the shared
+  `cift.models.generator.Generator`, one batch per (version, sampling parameters) group; each
+  row stops at its own `max_tokens` or `stop` string. Admission is bounded: more than `queue_size` waiting requests
   raise `QueueFull` (HTTP 503 with Retry-After).
 """
 

@@ -26,7 +26,6 @@ __all__ = [
     "AdapterError",
     "check_base_hash",
     "init_from_adapter",
-    "load_adapter",
     "read_adapter_meta",
     "save_adapter",
 ]
@@ -100,19 +99,3 @@ def save_adapter(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def load_adapter(
-    base_model: Any,
-    adapter_dir: str | Path,
-    expected_base_hash: str | None,
-    *,
-    is_trainable: bool = False,
-) -> Any:
-    """The unmerged `PeftModel` of `adapter_dir` on `base_model` (base hash checked, safetensors
-    only): `cift.models.version.apply_adapter` with `merge=False`."""
-    from cift.models.version import apply_adapter
-
-    return apply_adapter(
-        base_model, adapter_dir, expected_base_hash, merge=False, trainable=is_trainable
-    )

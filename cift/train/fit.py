@@ -20,7 +20,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cift.train.adapters import check_base_hash, init_from_adapter, save_adapter
+from cift.models.adapter_format import check_base_hash
+from cift.train.adapters import init_from_adapter, save_adapter
 from cift.train.data import SFTDataModule, mix_replay, tokenize_samples
 from cift.train.module import LoRAModule, keep_activation_dtype, wrap_lora
 
