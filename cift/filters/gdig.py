@@ -66,13 +66,14 @@ class GDIGFilter:
         return seeds, {s["id"] for s in picked}
 
     def load_proxy(self, ctx: FilterContext) -> tuple[Any, Any]:
-        from peft import PeftModel
-
+        from cift.models.version import apply_adapter
         from cift.train.module import wrap_lora
 
         loaded = ctx.proxy.load(dtype="float32")
-        if ctx.proxy_adapter:
-            model = PeftModel.from_pretrained(loaded.model, ctx.proxy_adapter, is_trainable=True)
+        if ctx.proxy_adapter:  # the deployed proxy's LoRA, trainable (gradients are the features)
+            model = apply_adapter(
+                loaded.model, ctx.proxy_adapter, loaded.base_hash, merge=False, trainable=True
+            )
         else:
             model = wrap_lora(loaded.model, self.lora)
         return model, loaded.tokenizer
