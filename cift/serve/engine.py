@@ -13,8 +13,8 @@
 * Batching: one worker thread takes the first waiting request, collects more for up to
   `batch_wait_ms` (up to `max_batch_size`), and generates them together through the shared
   `cift.models.generator.Generator`, one batch per (version, sampling parameters) group; each
-  row stops at its own `max_tokens` or `stop` string. Admission is bounded: more than `queue_size` waiting requests
-  raise `QueueFull` (HTTP 503 with Retry-After).
+  row stops at its own `max_tokens` or `stop` string. Admission is bounded: more than
+  `queue_size` waiting requests raise `QueueFull` (HTTP 503 with Retry-After).
 """
 
 from __future__ import annotations
