@@ -27,7 +27,6 @@ TEACHER_INTERFACE_PENDING = {
     ("cift.evaluate.answers", "cift.generate.teachers.base"),
     ("cift.evaluate.judge", "cift.generate.teachers.base"),
     ("cift.evaluate.build", "cift.generate.teachers.local"),
-    ("cift.serve.engine", "cift.generate.teachers.local"),
 }
 MAY_IMPORT_GENERATE = {"cift.cli"}  # the top-level CLI wires everything, as stages/ do
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import cift.evaluate.answers
-import cift.generate.teachers.local
 import cift.generate.teachers.openai_compat
+import cift.models.generator
 import cift.progress
 import cift.scoring.embeddings
 import cift.scoring.gradients
@@ -72,7 +72,7 @@ def bars(monkeypatch) -> list[dict]:
         cift.scoring.embeddings,
         cift.scoring.gradients,
         cift.evaluate.answers,
-        cift.generate.teachers.local,
+        cift.models.generator,
         cift.generate.teachers.openai_compat,
     ):
         monkeypatch.setattr(module, "progress", recording)
@@ -106,14 +106,16 @@ def test_ifd_gradients_and_embeddings_report_progress(bars, tiny):
 
 
 def test_answers_and_the_local_teacher_report_progress(bars, tmp_path):
-    from cift.evaluate.answers import AnswerCache, Decoding, Version, generate_answers
+    from cift.evaluate.answers import AnswerCache, Version, answer_sampling, generate_answers
     from cift.generate.teachers.local import LocalTeacher
 
     teacher = LocalTeacher(ModelSpec(name="tiny", source="tiny_random"), batch_size=2)
     samples = [{**SAMPLE, "id": f"s{i}"} for i in range(3)]
     version = Version(name="main/base", key="k", adapter=None)
-    decoding = Decoding(max_new_tokens=4, batch_size=2)
-    generate_answers(lambda *_: teacher, version, samples, SYSTEM, decoding, AnswerCache(tmp_path))
+    sampling = answer_sampling(4)
+    generate_answers(
+        lambda *_: teacher, version, samples, SYSTEM, sampling, AnswerCache(tmp_path), batch_size=2
+    )
     counted = {b["desc"]: b["count"] for b in bars}
     assert counted["answers main/base"] == 3
     assert counted[f"{teacher.name} generate"] == 2  # the judge's generator shows the same bar

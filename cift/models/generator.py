@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cift.models.sampling import Sampling
-from cift.progress import progress as progress_bar
+from cift.progress import progress
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>")
 
@@ -103,12 +103,12 @@ class Generator:
         sampling: Sampling | Sequence[Sampling],
         *,
         sort: bool = True,
-        progress: bool = True,
+        show: bool = True,
     ) -> list[Generation]:
         """One `Generation` per prompt, in order. `sampling` is shared or one per row; rows must
         agree on everything but their token limits and stops (`Sampling.group_key`). `sort`
         batches prompts by length (False: in the order given, for a caller that has already
-        formed its batch)."""
+        formed its batch); `show` draws a progress bar (on a terminal only)."""
         rows = [sampling] * len(prompts) if isinstance(sampling, Sampling) else list(sampling)
         if len(rows) != len(prompts):
             raise ValueError(f"{len(rows)} sampling settings for {len(prompts)} prompts")
@@ -123,8 +123,8 @@ class Generator:
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         results: list[Generation | None] = [None] * len(prompts)
         started = time.perf_counter()
-        bar = progress_bar(batches, desc=f"{self.name} generate", unit="batch")
-        for b, batch in enumerate(bar if progress else batches):
+        bar = progress(batches, desc=f"{self.name} generate", unit="batch") if show else batches
+        for b, batch in enumerate(bar):
             outs = self._batch([prompts[i] for i in batch], [rows[i] for i in batch], b)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out

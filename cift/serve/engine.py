@@ -136,7 +136,7 @@ def generate_batch(model: Any, tok: Any, jobs: list[tuple[list[int], GenRequest]
     as one batch. [(text, completion_tokens, finish_reason)] in order."""
     generator = Generator(model, tok, batch_size=max(len(jobs), 1), name="serve")
     outs = generator.generate(
-        [ids for ids, _ in jobs], [r.sampling for _, r in jobs], sort=False, progress=False
+        [ids for ids, _ in jobs], [r.sampling for _, r in jobs], sort=False, show=False
     )
     return [(o.text, o.completion_tokens, o.finish_reason) for o in outs]
 
