@@ -17,21 +17,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cift.models import LoadedModel, ModelSpec
+from cift.models.loading import resolve_device
 from cift.progress import progress
 
 
 def load_judge_model(spec: ModelSpec, device: str) -> LoadedModel:
-    """The judge's weights and tokenizer through the project's loader: the one place to change
-    when models load through a versioned loader."""
-    return spec.load(device)
+    """The judge's weights and tokenizer through the project's version loader (the base)."""
+    from cift.models.version import load_version
 
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return load_version(spec, None, device=device)
 
 
 class LocalJudge:
@@ -45,7 +39,7 @@ class LocalJudge:
         self.spec = model
         self.name = name
         self.batch_size = batch_size
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self._loaded: LoadedModel | None = None
         self.forward_passes = 0  # batches run, so a test can tell batching from a per-sample loop
         self.seconds = 0.0

@@ -86,6 +86,15 @@ class ModelSpec:
         return LoadedModel(model, tokenizer, base_model_hash(local), local, torch_dtype)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """`auto` = cuda when a GPU is visible, cpu otherwise."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_dtype(name: str, device: str = "cpu"):
     """`auto` = bf16 on CUDA with bf16 support or on a CPU with AMX/AVX512-BF16, fp32 otherwise."""
     import torch

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cift.models.generator import Generator
+from cift.models.loading import resolve_device
 from cift.serve.protocol import (
     BadRequest,
     GenRequest,
@@ -73,14 +74,6 @@ class _Job:
 
 # ---------------------------------------------------------------------------------------------
 # loading versions
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class MergedLoader:
