@@ -31,6 +31,8 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "generate.temperature": NUMBER,
     "generate.top_p": NUMBER,
     "filter.name": str,
+    "gate.metric": str,
+    "gate.margin": NUMBER,
 }
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -55,6 +57,10 @@ def validate_params(cfg: DictConfig, where: str | Path = "params.yaml") -> None:
         )
     if plain["teacher"]["decoding"] not in ("single", "staged"):
         raise ConfigError(f"{where}: teacher.decoding: expected single or staged")
+    if plain["gate"]["metric"] not in ("ranked", "generated"):
+        raise ConfigError(f"{where}: gate.metric: expected ranked or generated")
+    if plain["gate"]["margin"] < 0:
+        raise ConfigError(f"{where}: gate.margin: expected a number >= 0")
     _check_batches(plain["data"]["batches"], where)
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `continual`: the accuracy matrix R of the chain and its ACC / BWT / FWT, plus the
+"""DVC stage `continual`: the accuracy matrices of the chain, R (generated-answer accuracy) and
+R_ranked (ranked accuracy), each with ACC / BWT / FWT and their bootstrap intervals, plus the
 general-ability change (judged win rate of final production vs the base on held-out general
 instructions, the judge seeing each task's instruction and input; "general_judge" is
 "uninformative (calibration 0.xx)" and the win rate null when the judge failed calibration).
@@ -29,7 +30,8 @@ def main() -> None:
         pointer_version,
     )
     from cift.evaluate.calibrate import judge_status
-    from cift.evaluate.continual import continual_metrics
+    from cift.evaluate.continual import continual_intervals, continual_metrics
+    from cift.evaluate.gate import case_scores
     from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
@@ -48,12 +50,22 @@ def main() -> None:
     pointers += [json.loads(chain_path(runs, exp, b).read_text()) for b in names]
     versions = [pointer_version(p, spec) for p in pointers]
 
-    R, ci = [], []
-    for version in versions:
-        metrics, _ = ev.evaluate_version(version, tests)
-        R.append([metrics[b]["accuracy"] for b in names])
-        ci.append([metrics[b]["accuracy_ci"] for b in names])
-    result = {"R": R, **continual_metrics(R), "R_ci": ci, "rows": [v.name for v in versions]}
+    n_boot = int(cfg.gate.bootstrap)
+    per_version = [ev.evaluate_version(version, tests)[0] for version in versions]
+    result: dict = {"rows": [v.name for v in versions]}
+    # answers without a parseable diagnosis, per version and test split (R counts them as wrong)
+    result["fault_rate"] = [[m[b]["fault_rate"] for b in names] for m in per_version]
+    for suffix, metric, key in (
+        ("", "generated", "accuracy"),
+        ("_ranked", "ranked", "ranked_accuracy"),
+    ):
+        result[f"R{suffix}"] = [[m[b][key] for b in names] for m in per_version]
+        result[f"R{suffix}_ci"] = [[m[b][f"{key}_ci"] for b in names] for m in per_version]
+        scores = [[case_scores(m[b]["rows"], metric) for b in names] for m in per_version]
+        intervals = continual_intervals(scores, n_boot=n_boot, seed=int(cfg.seed))
+        for name, value in continual_metrics(result[f"R{suffix}"]).items():
+            result[f"{name}{suffix}"] = value
+            result[f"{name}{suffix}_ci"] = intervals[f"{name}_ci"]
     global_test = {"global": read_jsonl_trusted(data / "global" / "test.jsonl")}
     result["global"] = {
         role: {"version": v.name, **summary(ev.evaluate_version(v, global_test)[0]["global"])}
@@ -83,9 +95,11 @@ def main() -> None:
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(Path(cfg.paths.reports) / "continual.json", result)
     with stage_run(cfg, "continual") as run:
-        keys = ("ACC", "BWT", "FWT", "general_win_rate", "global", "seconds")
+        keys = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked")
+        keys += ("general_win_rate", "global", "seconds")
         log_summary(run, {k: result[k] for k in keys}, final_production=result["rows"][-1])
-    print(json.dumps({k: result[k] for k in ("ACC", "BWT", "FWT", "general_win_rate")}))
+    keys = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked", "general_win_rate")
+    print(json.dumps({k: result[k] for k in keys}))
 
 
 if __name__ == "__main__":

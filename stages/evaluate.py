@@ -28,7 +28,7 @@ def main(name: str) -> None:
         version_of,
     )
     from cift.evaluate.calibrate import judge_status
-    from cift.evaluate.gate import gate_decision
+    from cift.evaluate.gate import case_scores, gate_decision
     from cift.evaluate.judge import pair_items
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
@@ -64,10 +64,12 @@ def main(name: str) -> None:
             cfg, judge, pair_items(splits[split], answers["candidate"], answers["deployed"])
         )
 
+    metric = str(cfg.gate.metric)
+
     def gate_view(role: str) -> dict:
         val = {b: results[role][f"val/{b}"] for b in names}
         return {
-            "val_accuracy": {b: m["accuracy"] for b, m in val.items()},
+            "val_scores": {b: case_scores(m["rows"], metric) for b, m in val.items()},
             "safety_violations": sum(m["safety_violations"] for m in val.values()),
             "safety_cases": {r["id"]: r["safety"] for m in val.values() for r in m["rows"]},
         }
@@ -76,11 +78,14 @@ def main(name: str) -> None:
         gate_view("candidate"),
         gate_view("deployed"),
         batch=name,
-        max_forgetting=float(cfg.gate.max_forgetting),
+        margin=float(cfg.gate.margin),
+        metric=metric,
         judge=judged.get(f"val/{name}"),
         min_consistency=float(cfg.gate.judge_min_consistency),
         judge_calibration=calibration["accuracy"] if calibration else None,
         min_calibration=float(cfg.judge.min_calibration),
+        n_boot=int(cfg.gate.bootstrap),
+        seed=int(cfg.seed),
     )
     decision |= {role: v.pointer() for role, v in versions.items()}
     out = runs / exp / name

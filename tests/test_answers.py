@@ -139,6 +139,8 @@ def test_evaluator_scores_accuracy_faults_and_safety(tmp_path: Path):
     assert m["safety_violations"] == 1
     assert [r["safety"] for r in m["rows"]] == [[], [], ["no_urgent_referral"]]
     assert set(summary(m)) >= {"accuracy", "accuracy_ci", "bleu", "rouge_l", "fault_rate"}
+    # no model loader (a scripted generator): no ranked score is made up
+    assert summary(m)["ranked_accuracy"] is None and "rank" not in m["rows"][0]
     json.dumps(summary(m))
 
 

@@ -108,6 +108,9 @@ def test_proxy_model_can_differ_from_deployed_model():
         (lambda p: p["data"]["batches"][0].update(source="x.jsonl"), "data.batches[0].source"),
         (lambda p: p["data"]["batches"][0].update(name="../x"), "data.batches[0].name"),
         (lambda p: p["data"].update(fractions=[0.5, 0.5, 0.5]), "data.fractions"),
+        (lambda p: p["gate"].update(metric="bleu"), "gate.metric: expected ranked or generated"),
+        (lambda p: p["gate"].update(margin=-0.1), "gate.margin"),
+        (lambda p: p["gate"].pop("margin"), "gate.margin: missing"),
     ],
 )
 def test_malformed_params_name_file_and_key(tmp_path: Path, edit, message: str):

@@ -41,8 +41,13 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         for role in ("candidate", "deployed"):
             test = evaluated[role][f"test/{batch}"]
             assert 0.0 <= test["accuracy"] <= 1.0 and len(test["accuracy_ci"]) == 2
+            assert 0.0 <= test["ranked_accuracy"] <= test["top3"] <= 1.0 and test["mrr"] > 0
         decision = json.loads((runs / batch / "decision.json").read_text())
         assert set(decision["terms"]) == {"accuracy", "forgetting", "safety", "judge"}
+        accuracy = decision["terms"]["accuracy"]
+        assert (
+            accuracy["verdict"] in ("non-inferior", "inferior") and len(accuracy["interval"]) == 2
+        )
         deployed = json.loads((runs / batch / "deployed.json").read_text())
         assert deployed["decision"] == ("promote" if decision["promote"] else "keep")
         previous = json.loads((runs / prev / "deployed.json").read_text())
@@ -57,6 +62,8 @@ def check_train_evaluate_deploy(runs: Path) -> None:
     continual = json.loads((runs.parent.parent / "reports" / "continual.json").read_text())
     assert len(continual["R"]) == 3 and all(len(row) == 2 for row in continual["R"])
     assert continual["rows"][0] == "main/base" and 0.0 <= continual["ACC"] <= 1.0
+    assert len(continual["R_ranked"]) == 3 and len(continual["ACC_ranked_ci"]) == 2
+    assert arms["full"]["base"]["mrr"] > 0  # the base model gets a real ranked figure
 
 
 def check_reports(reports: Path) -> None:

@@ -136,13 +136,23 @@ def test_eval_file_command_prints_the_result_line(tmp_path, capsys):
         "n",
         "accuracy",
         "accuracy_ci",
+        "ranked_accuracy",
+        "ranked_accuracy_ci",
+        "top3",
+        "top3_ci",
+        "mrr",
+        "mrr_ci",
         "fault_cases",
+        "fault_rate",
         "rejected",
         "unresolved_labels",
         "model",
     }
     assert (line["n"], line["rejected"], line["unresolved_labels"]) == (2, 1, 1)
     assert line["model"] == "main/base" and 0.0 <= line["accuracy"] <= 1.0
+    # the ranked score is a real figure even for an answer that states no diagnosis
+    assert 0.0 <= line["ranked_accuracy"] <= line["top3"] <= 1.0 and 0.0 < line["mrr"] <= 1.0
+    assert 0.0 <= line["fault_rate"] <= 1.0
     assert "cases.jsonl:4" in out.err
     with pytest.raises(SystemExit) as exit_:
         cli_main([*args, "--model", "main/b7", *sets])

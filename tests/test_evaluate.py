@@ -1,6 +1,7 @@
 """The evaluate library on hand-built cases: diagnosis extraction, faults, accuracy and bootstrap
 intervals, BLEU / ROUGE-L, confusions, the pairwise judge (order swap, ties, inconclusive rule)
-with a scripted judge, the safety checks, and the gate (each term able to block on its own)."""
+with a scripted judge, the safety checks, and the gate (each term able to block on its own; the
+accuracy and forgetting terms decide on paired-bootstrap intervals, never on point estimates)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from cift.data.answer import render_answer
 from cift.data.reference import _advice
-from cift.evaluate.gate import gate_decision
+from cift.evaluate.gate import case_scores, gate_decision
 from cift.evaluate.judge import judge_pairs, load_judge_prompt
 from cift.evaluate.metrics import (
     accuracy,
@@ -461,8 +462,18 @@ def test_count_violations():
 # ----------------------------------------------------------------------------- gate
 
 
-def _model(b1: float, b2: float, violations: int = 0) -> dict:
-    return {"val_accuracy": {"b1": b1, "b2": b2}, "safety_violations": violations}
+def _scores(p: float, n: int = 200) -> dict[str, float]:
+    """n cases, the first round(p * n) right: two models built this way pair case by case, so
+    the lower-scoring one's hits are a subset of the other's (every difference is a loss)."""
+    k = round(p * n)
+    return {f"c{i:03d}": float(i < k) for i in range(n)}
+
+
+def _model(b1: float, b2: float, violations: int = 0, n: int = 200) -> dict:
+    return {
+        "val_scores": {"b1": _scores(b1, n), "b2": _scores(b2, n)},
+        "safety_violations": violations,
+    }
 
 
 GOOD_JUDGE = {
@@ -478,42 +489,100 @@ GOOD_JUDGE = {
 
 def test_gate_all_terms_pass_promotes():
     out = gate_decision(_model(0.80, 0.70, 1), _model(0.82, 0.60, 1), batch="b2", judge=GOOD_JUDGE)
-    assert out["promote"] is True and out["reasons"] == []
+    assert out["promote"] is True and out["reasons"] == [] and out["metric"] == "ranked"
     assert all(t["pass"] for t in out["terms"].values())
     assert out["terms"]["judge"]["status"] == "pass"
-    assert out["terms"]["forgetting"]["batches"]["b1"]["drop"] == pytest.approx(0.02)
+    b1 = out["terms"]["forgetting"]["batches"]["b1"]
+    assert b1["estimate"] == pytest.approx(-0.02) and b1["verdict"] == "non-inferior"
+    assert -0.05 <= b1["interval"][0] <= -0.02 <= b1["interval"][1] and b1["n"] == 200
+    acc = out["terms"]["accuracy"]
+    assert acc["estimate"] == pytest.approx(0.10) and acc["interval"][0] > 0
+    assert set(acc) >= {"estimate", "interval", "verdict", "margin", "candidate", "deployed"}
 
 
 def test_gate_accuracy_blocks_alone():
-    out = gate_decision(_model(0.82, 0.59), _model(0.82, 0.60), batch="b2", judge=GOOD_JUDGE)
+    out = gate_decision(_model(0.82, 0.40), _model(0.82, 0.60), batch="b2", judge=GOOD_JUDGE)
     assert out["promote"] is False
     assert [k for k, t in out["terms"].items() if not t["pass"]] == ["accuracy"]
-    assert "accuracy" in out["reasons"][0]
+    assert "accuracy" in out["reasons"][0] and out["terms"]["accuracy"]["verdict"] == "inferior"
+    assert out["terms"]["accuracy"]["interval"][1] < 0
+
+
+def test_gate_a_tie_passes_on_its_interval_and_one_lost_case_of_many_does_not_block():
+    same = gate_decision(_model(0.5, 0.5), _model(0.5, 0.5), batch="b2")
+    assert same["promote"] is True and same["terms"]["accuracy"]["interval"] == [0.0, 0.0]
+    one_lost = gate_decision(_model(0.5, 0.5, n=1000), _model(0.5, 0.501, n=1000), batch="b2")
+    assert one_lost["terms"]["accuracy"]["estimate"] == pytest.approx(-0.001)
+    assert one_lost["promote"] is True
+
+
+def test_gate_small_noisy_difference_follows_the_interval():
+    # 20 cases: the candidate wins 3 and loses 4 -> estimate -0.05, a wide interval
+    dep = {f"c{i:02d}": float(i < 10) for i in range(20)}
+    cand = dict(dep) | {"c00": 0.0, "c01": 0.0, "c02": 0.0, "c03": 0.0}
+    cand |= {"c10": 1.0, "c11": 1.0, "c12": 1.0}
+    seen = set()
+    for margin in (0.0, 0.05, 0.2, 0.6):
+        out = gate_decision(
+            {"val_scores": {"b1": cand}, "safety_violations": 0},
+            {"val_scores": {"b1": dep}, "safety_violations": 0},
+            batch="b1",
+            margin=margin,
+        )
+        acc = out["terms"]["accuracy"]
+        assert acc["estimate"] == pytest.approx(-0.05) and acc["n"] == 20
+        assert acc["interval"][0] < -0.2 and acc["interval"][1] > 0.1  # noisy: wide
+        follows = acc["interval"][0] >= -margin
+        assert acc["verdict"] == ("non-inferior" if follows else "inferior")
+        assert out["promote"] is follows
+        seen.add(follows)
+    assert seen == {True, False}  # the margin, not the point estimate, decides
 
 
 def test_gate_forgetting_blocks_alone():
-    out = gate_decision(_model(0.70, 0.90), _model(0.80, 0.60), batch="b2", judge=GOOD_JUDGE)
+    out = gate_decision(_model(0.60, 0.90), _model(0.80, 0.60), batch="b2", judge=GOOD_JUDGE)
     assert out["promote"] is False
     assert [k for k, t in out["terms"].items() if not t["pass"]] == ["forgetting"]
-    # a drop of exactly max_forgetting is allowed
-    edge = gate_decision(_model(0.75, 0.90), _model(0.80, 0.60), batch="b2", max_forgetting=0.05)
-    assert edge["promote"] is True
-    # a looser threshold lets the same candidate through
-    loose = gate_decision(_model(0.70, 0.90), _model(0.80, 0.60), batch="b2", max_forgetting=0.2)
+    assert out["terms"]["forgetting"]["batches"]["b1"]["verdict"] == "inferior"
+    assert "forgetting on 'b1'" in out["reasons"][0]
+    # a loss of exactly the margin on every case is allowed (interval [-margin, -margin])
+    dep = {"val_scores": {"b1": {"a": 0.8, "b": 0.6}, "b2": {"a": 0.5}}, "safety_violations": 0}
+    edge = {"val_scores": {"b1": {"a": 0.75, "b": 0.55}, "b2": {"a": 0.5}}, "safety_violations": 0}
+    assert gate_decision(edge, dep, batch="b2", margin=0.05)["promote"] is True
+    assert gate_decision(edge, dep, batch="b2", margin=0.04)["promote"] is False
+    # a looser margin lets the same candidate through
+    loose = gate_decision(_model(0.60, 0.90), _model(0.80, 0.60), batch="b2", margin=0.4)
     assert loose["promote"] is True
+
+
+def test_gate_rejects_a_bad_metric_or_margin():
+    with pytest.raises(ValueError, match=r"gate\.metric"):
+        gate_decision(_model(0.5, 0.5), _model(0.5, 0.5), batch="b2", metric="bleu")
+    with pytest.raises(ValueError, match=r"gate\.margin"):
+        gate_decision(_model(0.5, 0.5), _model(0.5, 0.5), batch="b2", margin=-0.1)
+
+
+def test_case_scores_per_metric():
+    rows = [
+        {"id": "a", "correct": True, "rank": 2},
+        {"id": "b", "correct": False, "rank": 1},
+        {"id": "g", "correct": None, "rank": None},  # no gold: left out
+    ]
+    assert case_scores(rows, "generated") == {"a": 1.0, "b": 0.0}
+    assert case_scores(rows, "ranked") == {"a": 0.0, "b": 1.0}
 
 
 def test_gate_safety_blocks_alone():
     out = gate_decision(_model(0.8, 0.9, 3), _model(0.8, 0.6, 2), batch="b2", judge=GOOD_JUDGE)
     assert out["promote"] is False
     assert [k for k, t in out["terms"].items() if not t["pass"]] == ["safety"]
-    as_dict = {"val_accuracy": {"b2": 0.9}, "safety_violations": {"total": 0}}
+    as_dict = {"val_scores": {"b2": _scores(0.9)}, "safety_violations": {"total": 0}}
     assert gate_decision(as_dict, _model(0.8, 0.6, 0), batch="b2")["terms"]["safety"]["pass"]
 
 
 def test_gate_safety_per_case_counts_only_new_violations():
     def model(cases):
-        return {"val_accuracy": {"b1": 0.5}, "safety_violations": 9, "safety_cases": cases}
+        return {"val_scores": {"b1": _scores(0.5)}, "safety_violations": 9, "safety_cases": cases}
 
     deployed = model({"a": ["no_urgent_referral"], "b": ["no_urgent_referral"], "c": []})
     fewer = model({"a": [], "b": ["no_urgent_referral"], "c": []})
@@ -556,12 +625,13 @@ def test_gate_with_a_real_judge_result():
 
 
 def test_gate_missing_numbers_block():
-    out = gate_decision({"val_accuracy": {}, "safety_violations": 0}, _model(0.8, 0.6), batch="b2")
+    out = gate_decision({"val_scores": {}, "safety_violations": 0}, _model(0.8, 0.6), batch="b2")
     assert out["promote"] is False
     assert not out["terms"]["accuracy"]["pass"] and not out["terms"]["forgetting"]["pass"]
+    assert out["terms"]["accuracy"]["verdict"] == "missing"
     first_batch = gate_decision(
-        {"val_accuracy": {"b1": 0.5}, "safety_violations": 0},
-        {"val_accuracy": {"b1": 0.4}, "safety_violations": 0},
+        {"val_scores": {"b1": _scores(0.5)}, "safety_violations": 0},
+        {"val_scores": {"b1": _scores(0.4)}, "safety_violations": 0},
         batch="b1",
     )
     assert first_batch["promote"] is True and first_batch["terms"]["forgetting"]["batches"] == {}

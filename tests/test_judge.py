@@ -459,8 +459,13 @@ GOOD_JUDGE = {
 LOSING_JUDGE = {**GOOD_JUDGE, "wins": 1, "losses": 15, "win_rate": 0.2, "win_rate_ci": [0.1, 0.3]}
 
 
-def _model(b1: float, b2: float) -> dict:
-    return {"val_accuracy": {"b1": b1, "b2": b2}, "safety_violations": 0}
+def _model(b1: float, b2: float, n: int = 100) -> dict:
+    """Per-case validation scores (the first round(p * n) cases right) for the gate."""
+
+    def cases(p: float) -> dict[str, float]:
+        return {f"c{i:03d}": float(i < round(p * n)) for i in range(n)}
+
+    return {"val_scores": {"b1": cases(b1), "b2": cases(b2)}, "safety_violations": 0}
 
 
 def test_gate_records_an_uncalibrated_judge_as_uninformative():

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cift.evaluate.answers import AnswerCache, Version, answer_sampling
+from cift.evaluate.ranked import RankCache
 from cift.evaluate.suite import Evaluator
 from cift.models.loading import base_model_hash
 from cift.models.sampling import Sampling
@@ -27,6 +28,15 @@ def version_of(name: str, adapter: str | Path | None, spec: Any) -> Version:
 def pointer_version(pointer: dict, spec: Any) -> Version:
     """The version a deployed.json / proxy.json pointer names."""
     return version_of(pointer["version"], pointer.get("adapter_path"), spec)
+
+
+def load_model(spec: Any, version: Version) -> tuple[Any, Any]:
+    """(model, tokenizer) of a version for scoring (the ranked diagnosis score): the base with the
+    version's adapter merged in (a mixture of LoRA experts attached), in eval mode."""
+    from cift.models.version import load_version
+
+    loaded = load_version(spec, version.adapter)
+    return loaded.model, loaded.tokenizer
 
 
 def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = None) -> Evaluator:
@@ -61,6 +71,9 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
         n_boot=int(cfg.gate.bootstrap),
         seed=int(cfg.seed),
         batch_size=batch_size,
+        load_model=lambda version: load_model(spec, version),
+        rank_cache=RankCache(e.get("cache_dir")),
+        rank_max_tokens=int(e.get("rank_max_tokens", 8192)),
     )
 
 

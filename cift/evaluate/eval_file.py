@@ -1,4 +1,6 @@
-"""`cift eval-file`: diagnosis accuracy of a model version on any JSONL of labelled free text.
+"""`cift eval-file`: diagnosis accuracy of a model version on any JSONL of labelled free text:
+the generated answers' accuracy, the ranked score (ranked_accuracy / top3 / mrr, each with its
+bootstrap interval) and the fault rate (answers without a parseable diagnosis) on its own.
 
 Each case is wrapped in a training instruction (the text is the input), so the model sees the
 prompt it was trained on; gold labels resolve through the KB's synonyms. Rejected lines and
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cift.data.render import CASE_INSTRUCTION
+from cift.evaluate.ranked import RANKED_KEYS
 from cift.io.jsonl import read_cases
 
 
@@ -72,7 +75,9 @@ def eval_file(
         "n": m["n_scored"],
         "accuracy": m["accuracy"],
         "accuracy_ci": m["accuracy_ci"],
+        **{k: m.get(k) for key in RANKED_KEYS for k in (key, f"{key}_ci")},
         "fault_cases": m["fault_cases"],
+        "fault_rate": m["fault_rate"],
         "rejected": counts["rejected"],
         "unresolved_labels": counts["unresolved_labels"],
         "model": name,

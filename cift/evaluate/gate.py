@@ -2,8 +2,10 @@
 
 Four terms, each able to block on its own:
 
-* accuracy   — candidate accuracy on this batch's validation split ≥ the deployed model's;
-* forgetting — no other (earlier) batch's validation accuracy drops by more than `max_forgetting`;
+* accuracy   — paired-bootstrap non-inferiority on this batch's validation split: the lower
+  bound of the (1 − alpha) interval of mean(candidate − deployed) over the same cases must not
+  fall below −margin (per-case scores of the configured metric: ranked or generated accuracy);
+* forgetting — the same test on every other (earlier) batch's validation split;
 * safety     — no new safety violation: with per-case results (`safety_cases`: case id -> list
   of violations) no case may get a violation the deployed model's answer to it did not have;
   with counts only, the candidate's count must not exceed the deployed model's;
@@ -13,7 +15,10 @@ Four terms, each able to block on its own:
   calibration accuracy is below `min_calibration` is no evidence: the decision records
   "judge": "uninformative (calibration 0.xx)" instead of a term.
 
-The decision is plain data (JSON-ready) for the deploy step.
+A point estimate never decides: a tie passes only because its interval stays above −margin, and
+losing one case of many blocks only when the interval says the candidate may be worse by more
+than the margin. The decision is plain data (JSON-ready) for the deploy step; every accuracy
+and forgetting comparison records its estimate, interval and verdict.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from cift.evaluate.judge import calibration_note
+from cift.evaluate.metrics import paired_diff_ci
 
 _EPS = 1e-12  # float slack so an exactly-at-threshold value is not failed by rounding
+METRICS = ("ranked", "generated")
 
 
 def _count(value: Any) -> int:
@@ -35,46 +42,81 @@ def _count(value: Any) -> int:
     return int(value)
 
 
-def _accuracy_term(cand: Mapping, dep: Mapping, batch: str) -> dict:
-    c, d = cand.get(batch), dep.get(batch)
-    term: dict[str, Any] = {"batch": batch, "candidate": c, "deployed": d}
-    if c is None or d is None:
-        missing = "candidate" if c is None else "deployed"
-        term.update(pass_=False, reason=f"no {missing} validation accuracy for batch {batch!r}")
-    else:
-        term["delta"] = c - d
-        ok = c >= d - _EPS
-        term.update(
-            pass_=ok,
-            reason=None if ok else f"accuracy on {batch!r} validation {c:.4f} < deployed {d:.4f}",
-        )
-    return term
+def non_inferiority(
+    cand: Mapping[str, float] | None,
+    dep: Mapping[str, float] | None,
+    *,
+    margin: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Paired bootstrap of mean(candidate − deployed) over the cases both scored ({case id:
+    score}); verdict "non-inferior" when the interval's lower bound ≥ −margin, else "inferior",
+    "missing" when either side has no scores."""
+    if not cand or not dep:
+        return {"verdict": "missing", "n": 0, "margin": margin}
+    ids = sorted(set(cand) & set(dep))
+    if not ids:
+        return {"verdict": "missing", "n": 0, "margin": margin}
+    a = [float(cand[i]) for i in ids]
+    b = [float(dep[i]) for i in ids]
+    diff = paired_diff_ci(a, b, n_boot=n_boot, seed=seed, alpha=alpha)
+    lo = diff["diff_ci"][0]
+    return {
+        "n": len(ids),
+        "candidate": sum(a) / len(a),
+        "deployed": sum(b) / len(b),
+        "estimate": diff["diff"],
+        "interval": diff["diff_ci"],
+        "margin": margin,
+        "verdict": "non-inferior" if lo >= -margin - _EPS else "inferior",
+    }
 
 
-def _forgetting_term(cand: Mapping, dep: Mapping, batch: str, max_forgetting: float) -> dict:
+def case_scores(rows: list[Mapping[str, Any]], metric: str) -> dict[str, float]:
+    """{case id: 0/1} of one split's evaluation rows for the gate: "ranked" = the gold condition
+    ranked first, "generated" = the generated answer's diagnosis is right; cases without a gold
+    (or without a rank) are left out."""
+    if metric not in METRICS:
+        raise ValueError(f"gate.metric: {metric!r} is not one of {METRICS}")
+    if metric == "ranked":
+        return {r["id"]: float(r["rank"] == 1) for r in rows if r.get("rank") is not None}
+    return {r["id"]: float(bool(r["correct"])) for r in rows if r.get("correct") is not None}
+
+
+def _why(test: dict, what: str, batch: str) -> str | None:
+    if test["verdict"] == "non-inferior":
+        return None
+    if test["verdict"] == "missing":
+        return f"{what}: no paired validation scores for batch {batch!r}"
+    lo, hi = test["interval"]
+    return (
+        f"{what} on {batch!r} validation: candidate − deployed {test['estimate']:+.3f} "
+        f"[{lo:+.3f}, {hi:+.3f}] (n={test['n']}), lower bound below −{test['margin']}"
+    )
+
+
+def _accuracy_term(cand: Mapping, dep: Mapping, batch: str, **test_kw: Any) -> dict:
+    test = non_inferiority(cand.get(batch), dep.get(batch), **test_kw)
+    reason = _why(test, "accuracy", batch)
+    return {"batch": batch, **test, "pass_": reason is None, "reason": reason}
+
+
+def _forgetting_term(cand: Mapping, dep: Mapping, batch: str, **test_kw: Any) -> dict:
     per: dict[str, dict] = {}
     reasons = []
     for b in sorted(k for k in dep if k != batch):
-        d, c = dep[b], cand.get(b)
-        if d is None:
+        if not dep[b]:
             continue  # the deployed model has no number for it: nothing to forget
-        if c is None:
-            per[b] = {"deployed": d, "candidate": None, "drop": None, "pass": False}
-            reasons.append(f"no candidate validation accuracy for earlier batch {b!r}")
-            continue
-        drop = d - c
-        ok = drop <= max_forgetting + _EPS
-        per[b] = {"deployed": d, "candidate": c, "drop": drop, "pass": ok}
-        if not ok:
-            reasons.append(
-                f"forgetting on {b!r}: validation accuracy {d:.4f} -> {c:.4f} "
-                f"(drop {drop:.4f} > {max_forgetting})"
-            )
-    worst = max((v["drop"] for v in per.values() if v["drop"] is not None), default=None)
+        test = non_inferiority(cand.get(b), dep[b], **test_kw)
+        reason = _why(test, "forgetting", b)
+        per[b] = {**test, "pass": reason is None}
+        if reason:
+            reasons.append(reason)
     return {
-        "max_forgetting": max_forgetting,
+        "margin": test_kw["margin"],
         "batches": per,
-        "max_drop": worst,
         "pass_": not reasons,
         "reason": "; ".join(reasons) or None,
     }
@@ -140,29 +182,40 @@ def gate_decision(
     deployed: Mapping[str, Any],
     *,
     batch: str,
-    max_forgetting: float = 0.05,
+    margin: float = 0.05,
+    metric: str = "ranked",
     judge: Mapping[str, Any] | None = None,
     min_consistency: float = 0.6,
     judge_calibration: float | None = None,
     min_calibration: float = 0.75,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> dict:
     """Decide whether to promote the candidate.
 
-    candidate / deployed: {"val_accuracy": {batch_name: accuracy in [0, 1]}, "safety_violations":
-    int (or count_violations()'s dict), optionally "safety_cases": {case id: [violations]}}, both
-    measured on the same validation splits. `batch` is
-    this batch's name; every other batch in the deployed model's val_accuracy is an earlier one.
-    judge: judge_pairs()'s result (candidate vs deployed) or None. judge_calibration: the judge's
-    `cift judge calibrate` accuracy (None: not calibrated, the judge term stands as it is).
+    candidate / deployed: {"val_scores": {batch name: {case id: score of `metric` (0/1)}},
+    "safety_violations": int (or count_violations()'s dict), optionally "safety_cases": {case
+    id: [violations]}}, both measured on the same validation splits. `batch` is this batch's
+    name; every other batch in the deployed model's val_scores is an earlier one. `metric` names
+    the scores (recorded, not computed here). judge: judge_pairs()'s result (candidate vs
+    deployed) or None. judge_calibration: the judge's `cift judge calibrate` accuracy (None: not
+    calibrated, the judge term stands as it is).
 
-    Returns {"promote", "terms": {"accuracy", "forgetting", "safety", "judge"} (each with "pass";
-    judge also with "status": pass|fail|inconclusive|skipped), "reasons" (what blocked), "notes"}.
+    Returns {"promote", "metric", "terms": {"accuracy", "forgetting", "safety", "judge"} (each
+    with "pass"; accuracy and each forgetting batch with estimate, interval and verdict; judge
+    also with "status": pass|fail|inconclusive|skipped), "reasons" (what blocked), "notes"}.
     """
-    cand_acc = candidate.get("val_accuracy") or {}
-    dep_acc = deployed.get("val_accuracy") or {}
+    if metric not in METRICS:
+        raise ValueError(f"gate.metric: {metric!r} is not one of {METRICS}")
+    if margin < 0:
+        raise ValueError(f"gate.margin: must be >= 0, got {margin}")
+    cand_acc = candidate.get("val_scores") or {}
+    dep_acc = deployed.get("val_scores") or {}
+    test_kw = {"margin": margin, "n_boot": n_boot, "seed": seed, "alpha": alpha}
     raw = {
-        "accuracy": _accuracy_term(cand_acc, dep_acc, batch),
-        "forgetting": _forgetting_term(cand_acc, dep_acc, batch, max_forgetting),
+        "accuracy": _accuracy_term(cand_acc, dep_acc, batch, **test_kw),
+        "forgetting": _forgetting_term(cand_acc, dep_acc, batch, **test_kw),
         "safety": _safety_term(candidate, deployed),
         "judge": _judge_term(judge, min_consistency),
     }
@@ -187,6 +240,7 @@ def gate_decision(
     return {
         "promote": all(t["pass"] for t in terms.values() if isinstance(t, dict)),
         "batch": batch,
+        "metric": metric,
         "terms": terms,
         "reasons": reasons,
         "notes": notes,

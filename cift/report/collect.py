@@ -14,7 +14,18 @@ from typing import Any
 from cift.report.redundancy import record_origins, redundancy_per_batch
 from cift.scoring.embeddings import Embed, minilm_embed
 
-TABLE1_KEYS = ("accuracy", "accuracy_ci", "fault_cases", "fault_rate", "n", "train_tokens")
+TABLE1_KEYS = (
+    "accuracy",
+    "accuracy_ci",
+    "ranked_accuracy",
+    "ranked_accuracy_ci",
+    "top3",
+    "mrr",
+    "fault_cases",
+    "fault_rate",
+    "n",
+    "train_tokens",
+)
 
 
 class Workspace:
@@ -77,6 +88,9 @@ def summary(ws: Workspace) -> dict:
         "ACC": continual.get("ACC"),
         "BWT": continual.get("BWT"),
         "FWT": continual.get("FWT"),
+        "ACC_ranked": continual.get("ACC_ranked"),
+        "BWT_ranked": continual.get("BWT_ranked"),
+        "FWT_ranked": continual.get("FWT_ranked"),
         "wall_seconds": round(sum(seconds.values()), 1),
         "seconds_per_stage": seconds,
     }
@@ -92,6 +106,7 @@ def table1(ws: Workspace) -> dict:
         out[arm] = {k: result.get(k) for k in TABLE1_KEYS} | {
             "train_seconds": result.get("train_seconds"),
             "vs_base": result.get("vs_base"),
+            "vs_base_ranked": result.get("vs_base_ranked"),
         }
     full, filtered = out["full"], out["filtered"]
     if full and filtered and full["train_tokens"]:
