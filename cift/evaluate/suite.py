@@ -77,7 +77,7 @@ class Evaluator:
         todo = [s for s in samples if s["id"] in todo_keys and todo_keys[s["id"]] not in cached]
         stats = {"ranked": len(todo), "cached": len(todo_keys) - len(todo), "seconds": 0.0}
         if todo and self.load_model is not None:
-            from cift.generate.prompts import student_messages
+            from cift.data.sample import student_messages
 
             model, tok = self.load_model(version)
             started = time.perf_counter()
