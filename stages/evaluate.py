@@ -126,14 +126,21 @@ def main(name: str) -> None:
     }
     write_json_atomic(out / "evaluate.json", metrics)
     with stage_run(cfg, "evaluate", batch=name) as run:
-        this_batch = {  # the same keys in every batch's run, so a panel lines them up
-            role: {s: results[role][f"{s}/{name}"]["accuracy"] for s in ("val", "test")}
-            for role in versions
-        }
+        this_batch, this_batch_ranked = (  # the same keys in every batch's run, lined up
+            {
+                role: {s: results[role][f"{s}/{name}"][key] for s in ("val", "test")}
+                for role in versions
+            }
+            for key in ("accuracy", "ranked_accuracy")
+        )
         log_summary(
             run,
             {k: metrics[k] for k in ("promote", "candidate", "deployed", "seconds")}
-            | {"judge": judge_summary, "this_batch": this_batch},
+            | {
+                "judge": judge_summary,
+                "this_batch": this_batch,
+                "this_batch_ranked": this_batch_ranked,
+            },
             reasons="; ".join(decision["reasons"]) or None,
         )
     print(
