@@ -6,8 +6,11 @@ files). The evaluate stage generates answers and feeds them here:
 * judge   — pairwise LLM-as-a-judge, both orders: forced choice from label log-probabilities
   (a local model: forced_choice.LocalJudge) or text verdicts (`judge_pairs`); calibrate — the
   judge's accuracy on planted pairs, below `judge.min_calibration` it is "uninformative";
+* ranked  — the format-free diagnosis score: every KB condition ranked by its log-likelihood
+  after the model's own answer (`rank_cases`, a loaded model in; `ranked_metrics`);
 * safety  — urgent-referral and prescription-dose checks (`safety_violations`);
-* gate    — the promotion decision on validation metrics (`gate_decision`).
+* gate    — the promotion decision: paired-bootstrap non-inferiority on validation scores
+  (`gate_decision`).
 """
 
 from cift.evaluate.gate import gate_decision
