@@ -2,14 +2,18 @@
 
 The engine embeds all sentences of all responses at once: it flattens them, embeds each distinct
 sentence once (generated answers repeat advice and conclusion sentences), sorts by token length
-so batches carry almost no padding, runs the transformer under bf16 autocast where the hardware
-has fast bf16, and pools and normalises in fp32. The reference (`cift bench diversity`) is one
-fp32 `model.encode(sentences)` call per response.
+so batches carry almost no padding, runs the transformer in bf16 where the hardware has fast bf16
+(a bf16 copy of the transformer module, made once per model: autocast would re-cast every weight
+on every batch) and pools and normalises in fp32, with a measured torch thread count
+(`cift.scoring.threads`). The reference (`cift bench diversity`) is one fp32
+`model.encode(sentences)` call per response.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +57,7 @@ def resolve_model(model: Any = None, device: str = "cpu") -> Any:
     return model
 
 
-def autocast_dtype(dtype: str, device_type: str) -> Any:
+def compute_dtype(dtype: str, device_type: str) -> Any:
     """The torch dtype the transformer runs in: "auto" = bf16 where the device has fast bf16
     (CUDA with bf16, or a CPU with AVX512-BF16/AMX), else fp32; None means plain fp32."""
     import torch
@@ -69,20 +73,34 @@ def autocast_dtype(dtype: str, device_type: str) -> Any:
     return None if _DTYPES[dtype] == "float32" else getattr(torch, _DTYPES[dtype])
 
 
+_LOW_PRECISION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: module}
+
+
+def _transformer(model: Any, dtype: Any) -> Any:
+    """`model[0]` (the transformer) with its weights in `dtype`: a copy cached per model, the
+    model itself stays fp32 (its own `encode` is unchanged); None → `model[0]` itself."""
+    if dtype is None:
+        return model[0]
+    copies = _LOW_PRECISION.setdefault(model, {})
+    if dtype not in copies:
+        copies[dtype] = copy.deepcopy(model[0]).to(dtype).eval()
+    return copies[dtype]
+
+
 def _slice(value: Any, rows: Any, width: int, left_padded: bool) -> Any:
     if getattr(value, "dim", lambda: 0)() != 2:
         return value
     return value[rows, -width:] if left_padded else value[rows, :width]
 
 
-def _forward(model: Any, features: dict, amp: Any) -> np.ndarray:
-    """L2-normalised fp32 embeddings of one batch: transformer in `amp`, the rest in fp32."""
+def _forward(model: Any, transformer: Any, features: dict) -> np.ndarray:
+    """L2-normalised fp32 embeddings of one batch: `transformer` (model[0] or its low-precision
+    copy), then pooling and normalising in fp32."""
     import torch
 
     device = model.device
     features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
-    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        features = model[0](features)
+    features = transformer(features)
     features["token_embeddings"] = features["token_embeddings"].float()
     for module in list(model)[1:]:  # pooling (and any dense/normalise layers) in fp32
         features = module(features)
@@ -91,15 +109,26 @@ def _forward(model: Any, features: dict, amp: Any) -> np.ndarray:
 
 
 def encode_sentences(
-    sentences: Sequence[str], model: Any = None, batch_size: int = 256, dtype: str = "auto"
+    sentences: Sequence[str],
+    model: Any = None,
+    batch_size: int = 256,
+    dtype: str = "auto",
+    threads: int | str = "auto",
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings (n × dim) of `sentences`, in their order (no dedup)."""
+    """L2-normalised float32 embeddings (n × dim) of `sentences`, in their order (no dedup).
+    `threads`: torch threads on CPU ("auto": measured, see cift.scoring.threads)."""
+    from contextlib import nullcontext
+
     import torch
+
+    from cift.scoring.threads import resolve_threads, torch_threads
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = resolve_model(model)
-    amp = autocast_dtype(dtype, model.device.type)
+    transformer = _transformer(model, compute_dtype(dtype, model.device.type))
+    on_cpu = model.device.type == "cpu"
+    scope = torch_threads(resolve_threads(threads)) if on_cpu and sentences else nullcontext()
     dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     out = np.zeros((len(sentences), dim()), dtype=np.float32)
     left_padded = getattr(model.tokenizer, "padding_side", "right") == "left"
@@ -107,7 +136,7 @@ def encode_sentences(
     chunk = batch_size * _CHUNK_BATCHES
     tokenize = getattr(model[0], "preprocess", None) or model[0].tokenize  # ST >= 6 | older
     bar = progress(desc="MiniLM", total=len(sentences), unit="sentence")
-    with torch.inference_mode(), bar:
+    with scope, torch.inference_mode(), bar:
         for start in range(0, len(order), chunk):
             idx = order[start : start + chunk]
             features = tokenize([sentences[i] for i in idx])  # each sentence tokenised once
@@ -117,7 +146,7 @@ def encode_sentences(
                 rows = by_length[b : b + batch_size]
                 width = int(lengths[rows].max())
                 batch = {k: _slice(v, rows, width, left_padded) for k, v in features.items()}
-                out[[idx[r] for r in rows.tolist()]] = _forward(model, batch, amp)
+                out[[idx[r] for r in rows.tolist()]] = _forward(model, transformer, batch)
                 bar.update(len(rows))
     return out
 
@@ -127,19 +156,22 @@ def sentence_embeddings(
     model: Any = None,
     batch_size: int = 256,
     dtype: str = "auto",
+    threads: int | str = "auto",
 ) -> list[np.ndarray]:
     """Per response, the L2-normalised float32 embeddings (n_sentences × dim) of its sentences.
 
     All sentences of all responses are embedded together, each distinct sentence once.
     `model`: None/"minilm", a sentence-transformers folder, or a loaded SentenceTransformer.
-    `dtype`: "auto" (bf16 autocast where fast), "bf16", "fp16" or "fp32".
+    `dtype`: "auto" (bf16 where fast), "bf16", "fp16" or "fp32"; `threads`: "auto" or N.
     """
     unique: dict[str, int] = {}
     for sentences in texts_per_response:
         for s in sentences:
             unique.setdefault(s, len(unique))
     model = resolve_model(model)
-    table = encode_sentences(list(unique), model, batch_size=batch_size, dtype=dtype)
+    table = encode_sentences(
+        list(unique), model, batch_size=batch_size, dtype=dtype, threads=threads
+    )
     return [table[[unique[s] for s in sentences]] for sentences in texts_per_response]
 
 

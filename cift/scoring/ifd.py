@@ -243,6 +243,7 @@ class RunStats:
     head_s: float = 0.0  # of `seconds`: gather + LM head + log-softmax
     compiled: bool = False
     warmup_s: float = 0.0
+    threads: int = 0
 
 
 class IFDEngine:
@@ -260,8 +261,11 @@ class IFDEngine:
         compile: bool | str = "auto",
         pad_multiple: int = 16,
         max_batch_tokens: int | None = None,
+        threads: int | str = "auto",
     ) -> None:
         import torch
+
+        from cift.scoring.threads import resolve_threads
 
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile: {compile!r} is not true, false or 'auto'")
@@ -276,6 +280,8 @@ class IFDEngine:
         self.max_batch_tokens = int(max_batch_tokens or self.batch_size * 512)
         self.pad_multiple = int(pad_multiple)
         self.compile = compile
+        # "auto" is measured once per engine, on its first call (see cift.scoring.threads)
+        self.threads: int | str = threads if threads == "auto" else resolve_threads(threads)
         self.device = next(self.lm.parameters()).device
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
@@ -315,11 +321,21 @@ class IFDEngine:
         return self.score_prepared(prepared)
 
     def score_prepared(self, prepared: list[Prepared]) -> list[dict]:
-        torch = self._torch
-        stats = RunStats()
+        from cift.scoring.threads import resolve_threads, torch_threads
+
         if not prepared:
-            self.stats = stats
+            self.stats = RunStats()
             return []
+        if self.threads == "auto" and self.device.type == "cpu":
+            self.threads = resolve_threads("auto")
+        if self.device.type != "cpu":
+            return self._score_prepared(prepared)
+        with torch_threads(int(self.threads)):
+            return self._score_prepared(prepared)
+
+    def _score_prepared(self, prepared: list[Prepared]) -> list[dict]:
+        torch = self._torch
+        stats = RunStats(threads=self._torch.get_num_threads())
         seqs: list[tuple[list[int], int, int]] = []  # (ids, prefix, T) per pass
         for p in prepared:
             seqs.append((p.cond, p.cond_prefix, p.n_response))
@@ -440,6 +456,7 @@ def score_ifd(
     max_length: int = 1024,
     batch_size: int = 16,
     compile: bool | str = "auto",
+    threads: int | str = "auto",
 ) -> list[dict]:
     """IFD of every sample ({"id","instruction","input","output"}), in input order.
 
@@ -454,5 +471,6 @@ def score_ifd(
         max_length=max_length,
         batch_size=batch_size,
         compile=compile,
+        threads=threads,
     )
     return engine.score(samples)
