@@ -29,10 +29,15 @@ Speed (this is the point of the module; see `cift bench ifd`)
 - The transformer body (`model.model`) runs once per batch; the LM head (`model.lm_head`) runs
   ONLY on the hidden states of scored positions, in fixed-size chunks; log-softmax in fp32.
 - bf16 where the CPU has AMX/AVX512-BF16 (`resolve_dtype("auto")`), `torch.inference_mode`.
-- `compile="auto"` compiles the body (dynamic shapes: one graph for every batch shape) and the
-  head chunk (a static shape) with torch.compile only when the job has at least
-  `COMPILE_MIN_TOKENS` tokens, the size at which the saving pays for the compile; `True`/`False`
-  force it.
+- `compile="auto"` compiles the decoder layers (regional compilation: `nn.Module.compile` on each
+  layer, so the ~30 identical layers share ONE graph with dynamic shapes, compiled once, instead
+  of one unrolled whole-body graph that took over 10 minutes to build here) and the head chunk (a
+  static shape) with torch.compile only when the job has at least `COMPILE_MIN_TOKENS` tokens,
+  the size at which the saving pays for the compile; `True`/`False` force it. The layers are
+  compiled in place: the model's own forward runs them compiled afterwards too (same results).
+- Threads: `threads="auto"` measures 1 thread against one per core on a slice of this work
+  (`cift.scoring.threads`) on the first call; on a shared CPU one thread per core can be 10×
+  slower. The count is set for the call and restored after it.
 
 Models: any causal LM whose `.model` is the transformer body (returning `last_hidden_state`) and
 `.lm_head` the output projection (Llama, Qwen2, Mistral, SmolLM2 …). A PEFT `PeftModel` is
@@ -53,10 +58,11 @@ from cift.progress import progress
 
 TEMPLATES = ("chat", "raw")
 RESPONSE_RESERVE = 32  # instruction tokens always kept beside a truncated response
-# "auto" compiles from this many tokens (both passes) on: measured here, compiling the body takes
-# ~35-60 s (~25 s with a warm inductor cache) and saves ~100 µs/token (eager ~3.5k tok/s,
-# compiled ~5.5k on SmolLM2-135M), so it pays from ~400k tokens (~600 samples of ~650 tokens).
-COMPILE_MIN_TOKENS = 400_000
+# "auto" compiles from this many tokens (both passes) on. Measured on a loaded 2-core EPYC
+# (AVX512-BF16, one thread): compiling the layers takes ~60 s and lifts SmolLM2-135M's body from
+# ~330 to ~750–980 tok/s (≈ 1.9 ms saved per token), so it pays from ~32k tokens (~130 short
+# samples); an idle machine scales both sides alike.
+COMPILE_MIN_TOKENS = 40_000
 HEAD_CHUNK = 512  # scored rows per LM-head call (a static shape for the compiled head)
 FLAG_TRUNC_RESPONSE = "truncated_response"
 FLAG_TRUNC_INSTRUCTION = "truncated_instruction"
@@ -302,7 +308,13 @@ class IFDEngine:
         if self._compiled:
             return 0.0
         t0 = time.perf_counter()
-        body = torch.compile(self._eager_body, dynamic=True)
+        layers = getattr(self.body, "layers", None)
+        if layers is None:
+            body = torch.compile(self._eager_body, dynamic=True)
+        else:
+            for layer in layers:  # one graph for all layers (regional compilation)
+                layer.compile(dynamic=True)
+            body = self._eager_body
         head = torch.compile(_head_logprobs, dynamic=False)
         hidden = self.lm.config.hidden_size
         with torch.inference_mode():
