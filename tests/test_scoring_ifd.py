@@ -210,6 +210,7 @@ def test_compiled_engine_matches_eager(tiny):
     engine = IFDEngine(bf16, tok, system_prompt=SYSTEM, compile=True, batch_size=4)
     compiled = engine.score(samples)
     assert engine.stats.compiled and engine.stats.warmup_s > 0
+    assert all(layer._compiled_call_impl is not None for layer in bf16.model.layers)
     for a, b in zip(eager, compiled, strict=True):
         assert _rel(a["ifd"], b["ifd"]) <= 0.02
 
@@ -247,3 +248,56 @@ def test_unrelated_response_has_ifd_at_least_one_on_embedded_model():
     rows = score_ifd(loaded.model, loaded.tokenizer, samples, system_prompt=cfg.system_prompt)
     ifd = {r["id"]: r["ifd"] for r in rows}
     assert ifd["relevant"] < 1.0 <= ifd["unrelated"], ifd
+
+
+def test_roofline_probe_at_model_shapes(tiny):
+    import torch
+
+    from cift.scoring.roofline import matmul_probe, merge_probes, model_shapes
+
+    fp32, _, _ = tiny
+    shapes = model_shapes(fp32)
+    cfg = fp32.config
+    linears = [m for m in fp32.model.layers[0].modules() if isinstance(m, torch.nn.Linear)]
+    assert shapes.layers == cfg.num_hidden_layers
+    assert sorted(shapes.layer) == sorted((m.in_features, m.out_features) for m in linears)
+    assert shapes.head == (cfg.hidden_size, cfg.vocab_size)
+    body = sum(
+        m.weight.numel()
+        for layer in fp32.model.layers
+        for m in layer.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    head = fp32.lm_head.weight.numel()
+    assert shapes.flops_per_token(0.25) == 2 * body + 2 * head * 0.25
+    a = matmul_probe(shapes, 0.25, dtype=torch.float32, rows=64, head_rows=32, repeats=3)
+    b = matmul_probe(shapes, 0.25, dtype=torch.float32, rows=64, head_rows=32, repeats=2)
+    assert len(a.rates) == 3 and min(a.rates) > 0 and 0 <= a.spread < 1
+    assert a.flops == pytest.approx(a.flops_per_token * max(a.rates))
+    both = merge_probes([a, b])
+    assert both.rates == a.rates + b.rates and both.best_tokens_per_s == max(both.rates)
+    with pytest.raises(ValueError, match="scored_fraction"):
+        matmul_probe(shapes, 1.5, dtype=torch.float32)
+
+
+def test_thread_settings_are_checked_and_restored(tiny):
+    import torch
+
+    from cift.scoring.threads import pick_threads, resolve_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert pick_threads([1, 2], rounds=2) in (1, 2) and pick_threads([3]) == 3
+    assert torch.get_num_threads() == before  # probing leaves the count as it was
+    for bad in (0, -1, "two", True):
+        with pytest.raises(ValueError, match="threads"):
+            resolve_threads(bad)
+    fp32, _, tok = tiny
+    engine = IFDEngine(fp32, tok, system_prompt=SYSTEM, compile=False, threads=1)
+    one = engine.score(_samples(6))
+    assert engine.stats.threads == 1 and torch.get_num_threads() == before
+    auto = score_ifd(fp32, tok, _samples(6), system_prompt=SYSTEM, compile=False)
+    for a, b in zip(one, auto, strict=True):
+        assert _rel(a["ifd"], b["ifd"]) <= 1e-5
