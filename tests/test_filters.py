@@ -173,6 +173,8 @@ def test_engine_matches_per_response_encode():
     exact = sentence_embeddings(responses, model=model, dtype="fp32")
     ref = model.encode(responses[0], normalize_embeddings=True)
     assert np.abs(exact[0] - ref).max() < 1e-5
+    # bf16 runs on a cached copy of the transformer: the model itself stays fp32, for encode()
+    assert {str(p.dtype) for p in model.parameters()} == {"torch.float32"}
 
 
 # --- selection ----------------------------------------------------------------------------------
