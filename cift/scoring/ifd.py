@@ -58,10 +58,10 @@ from cift.progress import progress
 
 TEMPLATES = ("chat", "raw")
 RESPONSE_RESERVE = 32  # instruction tokens always kept beside a truncated response
-# "auto" compiles from this many tokens (both passes) on. Measured on a loaded 2-core EPYC
-# (AVX512-BF16, one thread): compiling the layers takes ~60 s and lifts SmolLM2-135M's body from
-# ~330 to ~750–980 tok/s (≈ 1.9 ms saved per token), so it pays from ~32k tokens (~130 short
-# samples); an idle machine scales both sides alike.
+# "auto" compiles from this many tokens (both passes) on. Measured on a loaded 2-core Xeon
+# (AMX-BF16, one thread): compiling the layers takes ~60 s (~10 s with a warm inductor cache)
+# and lifts SmolLM2-135M's body from ~330 to ~750–980 tok/s (≈ 1.9 ms saved per token), so it
+# pays from ~32k tokens (~130 short samples); an idle machine scales both sides alike.
 COMPILE_MIN_TOKENS = 40_000
 HEAD_CHUNK = 512  # scored rows per LM-head call (a static shape for the compiled head)
 FLAG_TRUNC_RESPONSE = "truncated_response"

@@ -2,9 +2,10 @@
 
 On a CPU shared with other jobs, torch's default (one thread per core) can be 10× slower than one
 thread: every elementwise op is an OpenMP region whose barrier waits for the thread the kernel
-descheduled (measured on a 2-core EPYC at load 15: 39 vs 385 tok/s for SmolLM2-135M's body). On an
-idle machine all cores win. `pick_threads` times a small slice of the engines' own work (a matmul
-followed by elementwise ops) at each candidate count, interleaved, and keeps the fastest median.
+descheduled (measured on a shared 2-core Xeon at load 15: 39 vs 385 tok/s for SmolLM2-135M's
+body). On an idle machine all cores win. `pick_threads` times a small slice of the engines' own
+work (a matmul followed by elementwise ops) at each candidate count, interleaved, and keeps the
+fastest median.
 """
 
 from __future__ import annotations
