@@ -50,6 +50,7 @@ def train_proxy(cfg, name: str, previous: dict, folder: Path, run) -> dict:
     """A proxy adapter on the proxy model, fitted on this batch's selection + replay."""
     from hydra.utils import instantiate
 
+    from cift.evaluate.answers import Version
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import lightning_loggers
     from cift.train import train_adapter
@@ -70,11 +71,8 @@ def train_proxy(cfg, name: str, previous: dict, folder: Path, run) -> dict:
         logger=lightning_loggers(cfg, "proxy_update", name, run),
     )
     write_json_atomic(folder / "proxy_update.json", {"trained": True, "train": summary})
-    return {
-        "version": f"{exp}/proxy/{name}",
-        "adapter_path": str(folder),
-        "proxy_source": "trained",
-    }
+    version = Version.of(f"{exp}/proxy/{name}", folder, base_hash="")
+    return {**version.pointer(), "proxy_source": "trained"}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
 from cift.deploy.pointers import base_deployed, base_proxy, next_proxy
 
-PROMOTED = {"version": "main/b1", "adapter_path": "runs/main/versions/b1", "decision": "promote"}
+PROMOTED = {
+    "version": "main/b1",
+    "adapter_path": "runs/main/versions/b1",
+    "key": "lora-0123456789abcdef",
+    "decision": "promote",
+}
 KEPT = {**PROMOTED, "decision": "keep"}
 
 
@@ -13,6 +18,7 @@ def test_dynamic_proxy_follows_a_promotion_only():
     assert moved == {
         "version": "main/b1",
         "adapter_path": "runs/main/versions/b1",
+        "key": "lora-0123456789abcdef",  # the weights' hash: a retrained adapter moves proxy.json
         "proxy_source": "shared",
     }
     assert next_proxy(moved, KEPT, "dynamic") == moved

@@ -1,7 +1,9 @@
 """Run-local pointers the DAG passes between batches (DVC outputs, never registry ids).
 
 `deployed.json` names the version production runs after a batch; `proxy.json` the proxy that
-scores the next batch: {"version", "adapter_path", "proxy_source": "shared|trained|static|base"}.
+scores the next batch: {"version", "adapter_path", "key", "proxy_source":
+"shared|trained|static|base"}. `key` is the content key of the adapter's weights (`lora-<sha256>`),
+so a retrained adapter at the same path changes proxy.json and re-runs the stages that score with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def base_proxy(experiment: str, mode: str) -> dict:
     return {
         "version": f"{experiment}/base",
         "adapter_path": None,
+        "key": None,
         "proxy_source": "static" if mode == "static" else "base",
     }
 
@@ -35,6 +38,7 @@ def next_proxy(previous: dict, deployed: dict | None, mode: str) -> dict:
     return {
         "version": deployed["version"],
         "adapter_path": deployed["adapter_path"],
+        "key": deployed.get("key"),
         "proxy_source": deployed.get("proxy_source", "shared"),
     }
 
