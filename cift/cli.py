@@ -96,10 +96,10 @@ def cmd_data_export_dpo(args: argparse.Namespace) -> int:
 
 
 BENCHES = {
-    "ifd": "cift.scoring.bench_ifd",
-    "diversity": "cift.scoring.bench_diversity",
-    "train": "cift.train.bench",
-    "serve": "cift.serve.bench",
+    "ifd": "cift.bench.ifd",
+    "diversity": "cift.bench.diversity",
+    "train": "cift.bench.train",
+    "serve": "cift.bench.serve",
 }
 
 

@@ -353,7 +353,7 @@ def test_build_steps_from_the_shipped_filter_configs(repo_root):
 
 
 def test_bench_diversity_responses_are_deterministic_and_sized():
-    from cift.scoring.bench_diversity import build_responses
+    from cift.bench.diversity import build_responses
 
     responses = build_responses(16, seed=0)
     assert len(responses) == 16 and all(3 <= len(r) <= 12 for r in responses)

@@ -253,7 +253,7 @@ def test_unrelated_response_has_ifd_at_least_one_on_embedded_model():
 def test_roofline_probe_at_model_shapes(tiny):
     import torch
 
-    from cift.scoring.roofline import matmul_probe, merge_probes, model_shapes
+    from cift.bench.roofline import matmul_probe, merge_probes, model_shapes
 
     fp32, _, _ = tiny
     shapes = model_shapes(fp32)

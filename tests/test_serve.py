@@ -23,11 +23,11 @@ import torch
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the annotations here
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from cift.bench.serve import Server, seed_adapters
 from cift.models.loading import ModelSpec
 from cift.models.version import merge_lora_into
 from cift.registry import Registry
 from cift.serve.app import create_app
-from cift.serve.bench import Server, seed_adapters
 from cift.serve.engine import LocalEngine, MergedLoader
 from cift.serve.vllm import VLLMBackend
 from cift.train.adapters import save_adapter
@@ -469,13 +469,13 @@ def test_vllm_backend_request_sequence(registry):
 
 
 def test_cli_wiring():
+    from cift.bench.serve import build_parser as bench_parser
     from cift.cli import BENCHES, build_parser
-    from cift.serve.bench import build_parser as bench_parser
     from cift.serve.cli import cmd_serve
 
     args = build_parser().parse_args(["serve", "--port", "8123", "-S", "model=tiny_random"])
     assert args.func is cmd_serve and args.port == 8123 and args.overrides == ["model=tiny_random"]
-    assert BENCHES["serve"] == "cift.serve.bench"
+    assert BENCHES["serve"] == "cift.bench.serve"
     defaults = bench_parser().parse_args([])
     assert (defaults.duration, defaults.clients, defaults.max_tokens) == (60, 20, 32)
     assert defaults.timeout == 30 and defaults.registry is None
@@ -485,7 +485,7 @@ def test_bench_serve_short_run(capsys, monkeypatch):
     """The bench end to end on the tiny model (too short for its target: exit 1)."""
     import json
 
-    from cift.serve import bench
+    from cift.bench import serve as bench
 
     code = bench.main(
         ["--duration", "4", "--clients", "3", "--swaps", "3", "-S", "model=tiny_random"]

@@ -3,7 +3,7 @@
 `deployed.json` names the version production runs after a batch; `proxy.json` the proxy that
 scores the next batch: {"version", "adapter_path", "key", "proxy_source":
 "shared|trained|static|base"}. `key` is the content key of the adapter's weights (`lora-<sha256>`),
-so a retrained adapter at the same path changes proxy.json and re-runs the stages that score with it.
+so a retrained adapter at the same path changes proxy.json and re-runs what scores with it.
 """
 
 from __future__ import annotations

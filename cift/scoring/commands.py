@@ -104,8 +104,8 @@ def score_ifd_command(in_path: str | Path, out_path: str | Path, overrides: list
 
 
 def bench_ifd_command(argv: list[str] | None = None) -> int:
-    """`cift bench ifd [--samples N] [--ref-samples N] …` (see cift.scoring.bench_ifd)."""
-    from cift.scoring.bench_ifd import main
+    """`cift bench ifd [--samples N] [--ref-samples N] …` (see cift.bench.ifd)."""
+    from cift.bench.ifd import main
 
     return main(argv)
 

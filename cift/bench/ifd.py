@@ -16,7 +16,7 @@ Metrics (the last stdout line, one JSON object):
   as `warmup_s`. The engine time includes tokenisation; the reference's does not. Both run with
   the same torch thread count (`threads`, picked by `cift.scoring.threads` unless given), so the
   ratio measures the engine, not a thread setting.
-- matmul_flops, roofline_tokens_per_s, probe_spread: `cift.scoring.roofline` — the best of
+- matmul_flops, roofline_tokens_per_s, probe_spread: `cift.bench.roofline` — the best of
   warmed runs of exactly the weight matmuls one token costs, at the model's shapes, in the
   engine's dtype and thread count (runs before and after the engine; spread = (best − worst) /
   best); flops_per_token = 2 × body linear weights + 2 × head weights × scored/all tokens;
@@ -143,10 +143,10 @@ def run_bench(
     """Build the samples, score them with the reference and the engine, return the metrics."""
     import torch
 
+    from cift.bench.roofline import matmul_probe, merge_probes, model_shapes
     from cift.models.loading import ModelSpec, resolve_dtype
     from cift.scoring.ifd import IFDEngine, PromptBuilder
     from cift.scoring.reference import reference_scores_prepared
-    from cift.scoring.roofline import matmul_probe, merge_probes, model_shapes
     from cift.scoring.threads import resolve_threads
 
     if n_samples < 1:
