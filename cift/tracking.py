@@ -188,10 +188,12 @@ def log_summary(run: Any, metrics: Mapping[str, Any], **labels: Any) -> dict:
 
 
 def dvclive_dir(stage: str, part: str) -> Path:
-    """DVCLive's folder for a training run: `dvclive/<stage>/<batch or arm>` under the DVC root,
-    a fixed path in every experiment so `dvc plots diff` lines the loss curves up. dvc.yaml
-    declares its `plots/` (DVCLive's `plots/metrics/train/loss.tsv`, …) as the stage's plots."""
-    return Path(os.environ.get("DVC_ROOT", ".")).resolve() / DVCLIVE_ROOT / stage / part
+    """DVCLive's folder for a training run: `dvclive/<stage>/<batch or arm>` under the stage's
+    working directory, a fixed path in every experiment so `dvc plots diff` lines the loss curves
+    up. dvc.yaml declares its `plots/` (DVCLive's `plots/metrics/train/loss.tsv`, …) as the
+    stage's plots. Not under DVC_ROOT: a queued experiment runs in a temporary copy while DVC_ROOT
+    names the workspace, and its declared outputs must be written in the copy."""
+    return Path.cwd() / DVCLIVE_ROOT / stage / part
 
 
 @functools.cache

@@ -158,7 +158,7 @@ def test_stage_deps_cover_what_each_stage_reads_and_imports(tiny_dag: Path):
     package_root = Path(cift.__file__).resolve().parents[1]
     with Repo(str(tiny_dag)) as repo:
         stages = {
-            s.addressing: (
+            s.name: (  # "generate@0", whatever the working directory (addressing is relative)
                 [d.def_path for d in s.deps if not isinstance(d, ParamsDependency)],
                 [o.def_path for o in s.outs],
             )
