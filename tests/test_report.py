@@ -278,3 +278,101 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
     assert merged["table1_arms"] == [
         {"arm": "random_subset", "train_tokens": 2900, "accuracy": 0.05}
     ]
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """A nested dict's leaves by dotted key, as `dvc exp show` lists them."""
+    out = {}
+    for k, v in d.items():
+        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def test_headline_has_the_same_scalar_keys_whatever_the_experiment_ran(workspace: Workspace):
+    """reports/metrics.json: Table 1 arms, continual, final accuracy, promotions, proxy
+    ablation; scalars only (DVC drops lists), null where the experiment has no figure."""
+    from cift.report.headline import headline
+
+    root = workspace.reports.parent
+    base = {"accuracy": 0.05, "accuracy_ci": [0.0, 0.1], "ranked_accuracy": 0.4}
+    full = json.loads((workspace.runs / "table1" / "full.json").read_text())
+    write_json_atomic(workspace.runs / "table1" / "full.json", full | {"base": base})
+    continual = json.loads((workspace.reports / "continual.json").read_text())
+    final = {"accuracy": 0.3, "accuracy_ci": [0.2, 0.4], "ranked_accuracy": 0.6}
+    continual |= {"ACC_ci": [0.3, 0.45], "global": {"final": final}}
+    write_json_atomic(workspace.reports / "continual.json", continual)
+    write_reports(workspace.cfg, root, topic_embed)
+    head = json.loads((workspace.reports / "metrics.json").read_text())
+    leaves = flat(head)
+    assert head["experiment"] == "main" and "dvc_exp" in head
+    assert not any(isinstance(v, list | dict) for v in leaves.values())
+    assert leaves["table1.base.accuracy_lo"] == 0.0 and leaves["table1.base.accuracy"] == 0.05
+    assert leaves["table1.full.accuracy_hi"] == 0.3 and leaves["table1.filtered.accuracy"] == 0.25
+    assert leaves["table1.filtered.ranked_accuracy"] is None  # a key, even without the figure
+    assert (leaves["continual.ACC"], leaves["continual.ACC_lo"]) == (0.375, 0.3)
+    assert leaves["continual.BWT_ranked"] == -0.25
+    assert (leaves["final.accuracy_hi"], leaves["final.ranked_accuracy"]) == (0.4, 0.6)
+    assert leaves["promotions"] == 1 and leaves["proxy_ablation.static.redundant_selected"] == 1
+    # an experiment that ran neither Table 1 nor the chain's report inputs: the same keys
+    empty = headline("random_subset", {}, {"full": None, "filtered": None}, None, {})
+    assert set(flat(empty)) == set(leaves) and empty["experiment"] == "random_subset"
+    # the IFD scatter's rows: each candidate under both proxies, joined on its id
+    pairs = json.loads((workspace.reports / "plots" / "ifd_pairs.json").read_text())
+    assert pairs == [
+        {"batch": b, "id": "x", "ifd_static": 0.9, "ifd_dynamic": 0.5} for b in ("b1", "b2")
+    ]
+
+
+def test_dvc_plots_draw_numbers_on_quantitative_axes(workspace: Workspace):
+    """Every top-level dvc.yaml plot over the report's JSON rows names fields the rows hold,
+    and the x of a line or scatter is a number (a string on a quantitative axis draws nothing);
+    horizontal bars put the count on x."""
+    import yaml
+
+    write_reports(workspace.cfg, workspace.reports.parent, topic_embed)
+    dvc = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())
+    checked = 0
+    for definition in dvc["plots"]:
+        if isinstance(definition, str):
+            continue
+        ((title, spec),) = definition.items()
+        for path, fields in spec["y"].items():
+            name = Path(path.replace("${paths.reports}", str(workspace.reports)))
+            rows = json.loads(name.read_text())
+            assert rows, f"{title}: {path} is empty"
+            for row in rows:
+                assert isinstance(row[spec["x"]], int | float), (title, row)
+                for y in [fields] if isinstance(fields, str) else fields:
+                    assert isinstance(row[y], int | float), (title, y, row)
+            checked += 1
+    assert checked == 3
+    (filter_plots,) = dvc["stages"]["filter"]["do"]["plots"][0].values()
+    assert filter_plots["template"] == "bar_horizontal"
+    assert (filter_plots["x"], filter_plots["y"]) == ("count", "bin")
+
+
+def test_exps_refuse_files_that_belong_to_another_experiment(capsys: pytest.CaptureFixture):
+    """A queued experiment's commit also holds the workspace's git-visible files: its row takes
+    only its own headline and stage files."""
+    from cift.report import exps
+
+    params = {"experiment_name": "random_subset", "filter": {"name": "random"}}
+    carried = {
+        "reports/metrics.json": {"experiment": "main", "table1": {}, "final": {}},
+        "reports/continual.json": {"ACC": 0.9, "rows": ["main/base"]},
+        "runs/main/table1/filtered.json": {"accuracy": 0.9, "train_tokens": 10},
+    }
+    row = exps.experiment_row("r", "dvc", params, carried)
+    assert row["ACC"] is None and row["table1_filtered_accuracy"] is None
+    assert "belongs to experiment 'main'" in capsys.readouterr().err
+    own = {
+        "table1": {"filtered": {"accuracy": 0.3, "accuracy_lo": 0.2, "accuracy_hi": 0.4}},
+        "continual": {"ACC": 0.5, "BWT": -0.1, "FWT": 0.0},
+        "final": {"accuracy": 0.35, "accuracy_lo": 0.3, "accuracy_hi": 0.4},
+    }
+    own["table1"]["filtered"]["train_tokens"] = 2900
+    metrics = carried | {"reports/metrics.json": {"experiment": "random_subset", **own}}
+    row = exps.experiment_row("r", "dvc", params, metrics)
+    assert (row["ACC"], row["final_accuracy_ci"]) == (0.5, [0.3, 0.4])
+    assert (row["table1_filtered_accuracy"], row["table1_filtered_ci"]) == (0.3, [0.2, 0.4])
+    assert row["train_tokens"] == 2900

@@ -156,3 +156,21 @@ def ifd_scores(ws: Workspace) -> list[dict]:
                 if s.get("ifd") is not None
             ]
     return rows
+
+
+def ifd_pairs(ws: Workspace) -> list[dict]:
+    """Each candidate scored by both proxies: rows {batch, id, ifd_static, ifd_dynamic}, joined
+    on the sample id (the `dvc plots` scatter of static against dynamic IFD)."""
+    rows = []
+    for b in ws.batches:
+        static = {
+            s["id"]: s["ifd"]
+            for s in ws.jsonl(ws.runs / b / "static" / "scores.jsonl")
+            if s.get("ifd") is not None
+        }
+        rows += [
+            {"batch": b, "id": s["id"], "ifd_static": static[s["id"]], "ifd_dynamic": s["ifd"]}
+            for s in ws.jsonl(ws.runs / b / "scores.jsonl")
+            if s.get("ifd") is not None and s.get("id") in static
+        ]
+    return rows

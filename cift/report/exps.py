@@ -3,7 +3,8 @@ multirun folders (`cift run -m`), merged into one `ablations.json`.
 
 Each experiment becomes one row: its name, where it came from, the experiment config it ran
 (`experiment_name`, `filter.name`, `proxy.mode`), the chain's continual metrics and final
-global-test accuracy, and batch 1's filtered arm (Table 1) when that stage ran.
+global-test accuracy, and batch 1's filtered arm (Table 1) when that stage ran. Each row is read
+from the experiment's own files only (`own_files`).
 """
 
 from __future__ import annotations
@@ -17,24 +18,74 @@ from typing import Any
 
 import yaml
 
-# the metrics files a row is built from (matched by how their path ends)
-ROW_FILES = ("continual.json", "table1/filtered.json")
+from cift.report.headline import HEADLINE
+
+# the metrics files a row is built from (matched by how their path ends): the headline, or
+# (a run that stopped before its report: a Hydra job on one target) the stage files
+ROW_FILES = ("metrics.json", "continual.json", "table1/filtered.json")
+
+
+def interval(metrics: dict, key: str) -> list | None:
+    lo, hi = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+    return None if lo is None or hi is None else [lo, hi]
+
+
+def own_files(name: str, params: dict, metrics: dict[str, dict]) -> dict[str, dict]:
+    """{headline, continual, filtered}: this experiment's own files, never another's. A queued
+    experiment's commit also holds the workspace's git-visible files (reports/*.json,
+    runs/<other experiment>/*.json); a file written in another experiment is refused, with a
+    warning, so the row shows nothing rather than the wrong experiment's numbers."""
+    exp = params.get("experiment_name")
+    paths = params.get("paths") or {}
+    reports, runs = paths.get("reports", "reports"), paths.get("runs", "runs")
+    wanted = {
+        "headline": f"{reports}/{HEADLINE}",
+        "continual": f"{reports}/continual.json",
+        "filtered": f"{runs}/{exp}/table1/filtered.json",
+    }
+    out = {}
+    for key, suffix in wanted.items():
+        path, found = next(
+            ((p, m) for p, m in metrics.items() if p.endswith(suffix) and m), ("", {})
+        )
+        owner = found.get("experiment") if key == "headline" else None
+        if key == "continual" and found.get("rows"):  # version names are <experiment>/<batch>
+            owner = str(found["rows"][0]).split("/")[0]
+        if found and owner is not None and owner != exp:
+            print(
+                f"cift report --exps: {name}: {path} belongs to experiment {owner!r}, "
+                f"not {exp!r}; not used",
+                file=sys.stderr,
+            )
+            found = {}
+        out[key] = found
+    return out
 
 
 def experiment_row(name: str, source: str, params: dict, metrics: dict[str, dict]) -> dict:
-    """One row from a run's params and its metrics files ({path: content})."""
-
-    def find(suffix: str) -> dict:
-        return next((m for p, m in metrics.items() if p.endswith(suffix) and m), {})
-
-    continual, filtered = (find(suffix) for suffix in ROW_FILES)
-    final = (continual.get("global") or {}).get("final") or {}
-    return {
+    """One row from a run's params and its metrics files ({path: content}): the headline
+    (reports/metrics.json) where the run has its own, else the stage files it wrote."""
+    files = own_files(name, params, metrics)
+    head, continual, filtered = files["headline"], files["continual"], files["filtered"]
+    row = {
         "name": name,
         "source": source,
         "experiment": params.get("experiment_name"),
         "filter": (params.get("filter") or {}).get("name"),
         "proxy": (params.get("proxy") or {}).get("mode"),
+    }
+    if head:
+        arm, final = head["table1"]["filtered"], head["final"]
+        return row | {
+            **{k: head["continual"].get(k) for k in ("ACC", "BWT", "FWT")},
+            "final_accuracy": final.get("accuracy"),
+            "final_accuracy_ci": interval(final, "accuracy"),
+            "table1_filtered_accuracy": arm.get("accuracy"),
+            "table1_filtered_ci": interval(arm, "accuracy"),
+            "train_tokens": arm.get("train_tokens"),
+        }
+    final = (continual.get("global") or {}).get("final") or {}
+    return row | {
         "ACC": continual.get("ACC"),
         "BWT": continual.get("BWT"),
         "FWT": continual.get("FWT"),
@@ -113,7 +164,7 @@ def rows_from_hydra(folders: Iterable[Path]) -> list[dict]:
         params = yaml.safe_load((folder / "params.yaml").read_text(encoding="utf-8"))
         metrics = {
             str(p.relative_to(folder)): json.loads(p.read_text(encoding="utf-8"))
-            for pattern in ("reports/continual.json", "runs/*/table1/filtered.json")
+            for pattern in ("reports/*.json", "runs/*/table1/filtered.json")
             for p in folder.glob(pattern)
         }
         rows.append(experiment_row(str(folder), "hydra", params, metrics))

@@ -25,12 +25,20 @@ def save_png(fig, path: Path) -> None:
 
 
 def accuracy_rows(batches: list[str], continual: dict | None) -> list[dict]:
-    """Per batch i: the base, production right after batch i, and final production on its test."""
+    """Per batch i: the base, production right after batch i, and final production on its test.
+    `batch_index` (1, 2, ...) is the x axis `dvc plots` draws: batch names are categories, and
+    a quantitative axis over strings draws nothing."""
     if not continual or not continual.get("R"):
         return []
     R = continual["R"]
     return [
-        {"batch": b, "base": R[0][i], "after_batch": R[i + 1][i], "final": R[-1][i]}
+        {
+            "batch_index": i + 1,
+            "batch": b,
+            "base": R[0][i],
+            "after_batch": R[i + 1][i],
+            "final": R[-1][i],
+        }
         for i, b in enumerate(batches)
     ]
 
@@ -47,9 +55,15 @@ def cost_rows(table1: dict, ablations: dict | None) -> list[dict]:
 
 
 def write_plots(
-    out: Path, batches: list[str], continual: dict | None, ifd: list[dict], cost: list[dict]
+    out: Path,
+    batches: list[str],
+    continual: dict | None,
+    ifd: list[dict],
+    cost: list[dict],
+    ifd_pairs: list[dict] | None = None,
 ) -> list[Path]:
-    """accuracy_per_batch, ifd_static_vs_dynamic, cost_vs_accuracy: .png + .json rows each."""
+    """accuracy_per_batch, ifd_static_vs_dynamic, cost_vs_accuracy: .png + .json rows each;
+    ifd_pairs.json: each candidate's static and dynamic IFD (dvc.yaml's scatter of the two)."""
     plt = figure()
     written = []
     acc = accuracy_rows(batches, continual)
@@ -65,6 +79,7 @@ def write_plots(
     plt.close(fig)
 
     write_json_atomic(out / "ifd_static_vs_dynamic.json", ifd)
+    write_json_atomic(out / "ifd_pairs.json", ifd_pairs or [])
     fig, ax = plt.subplots(figsize=(7, 3.5))
     positions, data, colors = [], [], []
     for i, b in enumerate(batches):

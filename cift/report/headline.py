@@ -1,0 +1,65 @@
+"""reports/metrics.json: one experiment's headline numbers at a path every experiment shares.
+
+Every other metrics file lives under runs/<experiment>/, so `dvc exp show` gives each
+experiment its own columns and `dvc metrics diff` pairs nothing. This file has the same keys in
+every experiment (null where a figure is missing) and only scalars (an interval is two keys,
+`_lo` and `_hi`: DVC drops lists), so the ablations line up column by column. It records the
+experiment it belongs to, which `cift report --exps` checks before it takes a row from it
+(`cift.report.exps.own_files`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+HEADLINE = "metrics.json"  # under paths.reports
+ARMS = ("base", "full", "filtered")  # Table 1: the base model and both training arms
+SCORES = ("accuracy", "ranked_accuracy")  # generated and ranked diagnosis accuracy
+CONTINUAL = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked")
+PROXY = ("redundant_selected", "repeats_selected", "selected", "final_accuracy")
+
+
+def with_interval(source: Mapping[str, Any] | None, key: str) -> dict[str, float | None]:
+    """{key, key_lo, key_hi} from a value and its `key_ci` [lo, hi] (None where missing)."""
+    source = source or {}
+    ci = source.get(f"{key}_ci") or [None, None]
+    return {key: source.get(key), f"{key}_lo": ci[0], f"{key}_hi": ci[1]}
+
+
+def scores(source: Mapping[str, Any] | None) -> dict[str, float | None]:
+    return {k: v for key in SCORES for k, v in with_interval(source, key).items()}
+
+
+def headline(
+    experiment: str,
+    summary: Mapping[str, Any],
+    table1_runs: Mapping[str, Mapping[str, Any] | None],
+    continual: Mapping[str, Any] | None,
+    proxy_ablation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The headline from the report's inputs: `table1_runs` maps full/filtered to the table1
+    stage's files (each holds the base model's scores on the same cases), `continual` is
+    continual.json, `summary` and `proxy_ablation` the report's own files."""
+    continual = continual or {}
+    full, filtered = table1_runs.get("full"), table1_runs.get("filtered")
+    base = (full or {}).get("base") or (filtered or {}).get("base")
+    arms = {"base": base, "full": full, "filtered": filtered}
+    final = (continual.get("global") or {}).get("final")
+    return {
+        "experiment": experiment,
+        # the DVC experiment it ran in (`dvc exp run` sets it; null for a plain `dvc repro`)
+        "dvc_exp": os.environ.get("DVC_EXP_NAME"),
+        "table1": {
+            arm: scores(arms[arm]) | {"train_tokens": (arms[arm] or {}).get("train_tokens")}
+            for arm in ARMS
+        },
+        "continual": {k: v for key in CONTINUAL for k, v in with_interval(continual, key).items()},
+        "final": scores(final),
+        "promotions": summary.get("promotions"),
+        "proxy_ablation": {
+            mode: {k: (proxy_ablation.get(mode) or {}).get(k) for k in PROXY}
+            for mode in ("static", "dynamic")
+        },
+    }
