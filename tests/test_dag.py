@@ -88,6 +88,9 @@ def check_reports(reports: Path) -> None:
         "ACC",
         "BWT",
         "FWT",
+        "ACC_ranked",
+        "BWT_ranked",
+        "FWT_ranked",
         "wall_seconds",
         "seconds_per_stage",
     }
@@ -118,6 +121,61 @@ def check_reports(reports: Path) -> None:
     for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
         assert (reports / "plots" / f"{name}.png").stat().st_size > 1000
     assert (reports / "report.html").read_text().count("data:image/png;base64") == 3
+    headline = json.loads((reports / "metrics.json").read_text())
+    assert headline["experiment"] == "main" and headline["promotions"] == summary["promotions"]
+    for arm in ("base", "full", "filtered"):
+        scores = headline["table1"][arm]
+        assert scores["accuracy_lo"] <= scores["accuracy"] <= scores["accuracy_hi"]
+        assert scores["ranked_accuracy"] is not None
+    assert headline["continual"]["ACC"] == continual["ACC"]
+    assert headline["continual"]["ACC_ranked"] == continual["ACC_ranked"]
+    assert headline["final"]["accuracy"] == continual["global"]["final"]["accuracy"]
+    assert headline["proxy_ablation"]["dynamic"]["final_accuracy"] is not None
+    assert json.loads((reports / "plots" / "ifd_pairs.json").read_text())  # b2's candidates
+
+
+def drawn_marks(svg: str) -> int:
+    """Shapes with geometry inside a Vega mark group (not axes, legends, titles, or the
+    invisible voronoi cells of tooltips): a line over unparsable x values draws none."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    count = 0
+
+    def walk(element: ET.Element, group: str) -> None:
+        nonlocal count
+        cls = element.get("class") or group
+        if element.tag.endswith("}path") and re.match(r"M\s*-?\d", element.get("d", "")):
+            count += "role-mark" in cls and "voronoi" not in cls
+        for child in element:
+            walk(child, cls)
+
+    walk(ET.fromstring(svg), "")
+    return count
+
+
+def render_plots(shown: dict, names: set[str] | None = None) -> dict[str, bytes]:
+    """The vega plots of `dvc plots show|diff --json` (every one, or `names`) rendered to PNG
+    without a browser (vl-convert); each must hold data rows and draw marks from them."""
+    import io
+
+    import vl_convert
+    from PIL import Image
+
+    pngs = {}
+    for name, entries in shown["data"].items():
+        for entry in entries:
+            if entry["type"] != "vega" or (names is not None and name not in names):
+                continue
+            spec = entry["content"]
+            spec = json.loads(spec) if isinstance(spec, str) else spec
+            assert spec["data"]["values"], f"{name}: no data rows"
+            assert drawn_marks(vl_convert.vegalite_to_svg(spec)) > 0, f"{name}: nothing drawn"
+            png = vl_convert.vegalite_to_png(spec)
+            colors = Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 16)
+            assert colors is None or len(colors) > 2, f"{name}: a blank image"
+            pngs[name] = png
+    return pngs
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +201,7 @@ def test_tiny_dag_writes_every_report(tiny_dag: Path):
         "reports/plots/accuracy_per_batch.png",
         "Accuracy per batch",
         "Cost vs accuracy",
+        "IFD static vs dynamic proxy",
     } <= set(shown["data"])
 
 
@@ -214,22 +273,38 @@ KNOWN_UNDECLARED = {
 }
 
 
+def test_every_dvc_plot_of_the_tiny_run_draws_marks(tiny_dag: Path, tmp_path: Path):
+    """Rendered, not just listed: the top-level plots and the filter histograms of every batch."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], tiny_dag).stdout)
+    pngs = render_plots(shown)
+    vega = {n for n, e in shown["data"].items() if e and e[0]["type"] == "vega"}
+    assert set(pngs) == vega and len(vega) >= 4, sorted(shown["data"])
+    empty = [n for n, e in shown["data"].items() if not e and not n.startswith("dvclive/")]
+    assert not empty, f"plots without data: {empty}"
+    assert any(name.startswith("runs/main/b1/plots") for name in pngs), sorted(pngs)
+    for i, name in enumerate(sorted(pngs)):  # kept for a look when it fails
+        (tmp_path / f"{i}.png").write_bytes(pngs[name])
+    print("rendered:", ", ".join(sorted(pngs)))
+
+
 def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
     """The expensive halves as `make repro-ablations` queues them (the static chain, the random
     baseline), the random baseline again as a Hydra multirun job; `cift report --exps` merges
     both sources into ablations.json and the page."""
     started = time.perf_counter()
-    for experiment, target in (("static_proxy", "continual"), ("random_subset", "table1@filtered")):
+    for experiment in ("static_proxy", "random_subset"):  # as `make repro-ablations`: to report
         queue = ["dvc", "exp", "run", "--queue", "-S", "profile=tiny", "-S"]
-        run([*queue, f"experiment={experiment}", target], tiny_dag)
+        run([*queue, f"experiment={experiment}", "report"], tiny_dag)
     run(["dvc", "queue", "start", "-j", "1"], tiny_dag)
-    deadline = time.time() + 600
+    deadline = time.time() + 1500
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], tiny_dag).stdout
         if not any(word in status for word in ("Queued", "Running")):
             break
         time.sleep(3)
     assert status.count("Success") == 2 and "Failed" not in status, status
+    print(f"tiny queued ablations: {time.perf_counter() - started:.0f} s")
+    check_headline_columns_line_up(tiny_dag)
     cli = [sys.executable, "-m", "cift.cli"]
     run(
         [
@@ -261,6 +336,44 @@ def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
     proxy = json.loads((tiny_dag / "reports" / "proxy_ablation.json").read_text())
     assert proxy["static"]["final_accuracy"] == ablations["static_final_accuracy"]
     assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()
+
+
+def check_headline_columns_line_up(repo: Path) -> None:
+    """`dvc exp show`: the workspace and both queued ablations have the same headline keys,
+    each its own numbers; `dvc plots diff` across them renders."""
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    columns, owners = {}, {}
+    for baseline in show:
+        revs = [baseline] + [r for g in baseline.get("experiments") or [] for r in g["revs"]]
+        for rev in revs:
+            head = ((rev.get("data") or {}).get("metrics") or {}).get("reports/metrics.json") or {}
+            if head.get("data"):
+                name = rev.get("name") or rev["rev"]
+                columns[name] = set(flatten(head["data"]))
+                owners[name] = head["data"]["experiment"]
+    assert set(owners.values()) == {"main", "random_subset", "static_proxy"}, owners
+    assert len({frozenset(keys) for keys in columns.values()}) == 1, columns
+    for name, owner in owners.items():
+        print(f"dvc exp show: {name} ({owner})")
+    table = run(["dvc", "exp", "show", "--only-changed", "--md"], repo).stdout
+    print(table)
+    exps = [n for n, o in owners.items() if o != "main" and n != "workspace"]
+    shown = json.loads(run(["dvc", "plots", "diff", "--json", *exps], repo).stdout)
+    figures = {"Accuracy per batch", "Cost vs accuracy", "IFD static vs dynamic proxy"}
+    errors = [e for e in shown.get("errors") or [] if e.get("name") in figures]
+    assert not errors, errors
+    pngs = render_plots(shown, figures)
+    assert set(pngs) == figures, sorted(shown["data"])
+    for name in ("Accuracy per batch", "Cost vs accuracy"):  # one line or point per experiment
+        revs = {r for e in shown["data"][name] for r in e.get("revs") or []}
+        assert len(revs) >= 2, (name, revs)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
 
 
 def test_tiny_selector_comparison(tiny_dag: Path):
