@@ -187,7 +187,9 @@ def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = os.pathsep.join(filter(None, [str(AUDIT_HOOK), os.environ.get("PYTHONPATH")]))
     env = {"CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path}
     started = time.perf_counter()
-    run(["dvc", "exp", "run", "-S", "profile=tiny"], repo, env=env)
+    run(
+        ["dvc", "exp", "run", "-S", "profile=tiny"], repo, timeout=1800, env=env
+    )  # 2 cores: >15 min
     seconds = time.perf_counter() - started
     print(f"dvc exp run -S profile=tiny: {seconds:.0f} s")
     return repo
