@@ -367,7 +367,7 @@ def check_headline_columns_line_up(repo: Path) -> None:
     pngs = render_plots(shown, figures)
     assert set(pngs) == figures, sorted(shown["data"])
     for name in ("Accuracy per batch", "Cost vs accuracy"):  # one line or point per experiment
-        revs = {r for e in shown["data"][name] for r in e.get("revs") or []}
+        revs = {r for e in shown["data"][name] for r in e.get("revisions") or []}
         assert len(revs) >= 2, (name, revs)
 
 
