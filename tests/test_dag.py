@@ -55,9 +55,8 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         decision = json.loads((runs / batch / "decision.json").read_text())
         assert set(decision["terms"]) == {"accuracy", "forgetting", "safety", "judge"}
         accuracy = decision["terms"]["accuracy"]
-        assert (
-            accuracy["verdict"] in ("non-inferior", "inferior") and len(accuracy["interval"]) == 2
-        )
+        assert accuracy["verdict"] in ("non-inferior", "inconclusive", "inferior")
+        assert len(accuracy["interval"]) == 2
         deployed = json.loads((runs / batch / "deployed.json").read_text())
         assert deployed["decision"] == ("promote" if decision["promote"] else "keep")
         previous = json.loads((runs / prev / "deployed.json").read_text())

@@ -52,8 +52,9 @@ def non_inferiority(
     alpha: float = 0.05,
 ) -> dict:
     """Paired bootstrap of mean(candidate − deployed) over the cases both scored ({case id:
-    score}); verdict "non-inferior" when the interval's lower bound ≥ −margin, else "inferior",
-    "missing" when either side has no scores."""
+    score}); verdict "non-inferior" when the interval's lower bound ≥ −margin, "inferior" when
+    its upper bound < −margin, "inconclusive" when it holds −margin (the gate blocks on both: a
+    promotion needs evidence), "missing" when either side has no scores."""
     if not cand or not dep:
         return {"verdict": "missing", "n": 0, "margin": margin}
     ids = sorted(set(cand) & set(dep))
@@ -62,7 +63,7 @@ def non_inferiority(
     a = [float(cand[i]) for i in ids]
     b = [float(dep[i]) for i in ids]
     diff = paired_diff_ci(a, b, n_boot=n_boot, seed=seed, alpha=alpha)
-    lo = diff["diff_ci"][0]
+    lo, hi = diff["diff_ci"]
     return {
         "n": len(ids),
         "candidate": sum(a) / len(a),
@@ -70,7 +71,13 @@ def non_inferiority(
         "estimate": diff["diff"],
         "interval": diff["diff_ci"],
         "margin": margin,
-        "verdict": "non-inferior" if lo >= -margin - _EPS else "inferior",
+        "verdict": (
+            "non-inferior"
+            if lo >= -margin - _EPS
+            else "inferior"
+            if hi < -margin - _EPS
+            else "inconclusive"
+        ),
     }
 
 
