@@ -15,8 +15,6 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "paths.data": str,
     "model.source": str,
     "teacher.name": str,
-    "teacher.decoding": str,
-    "teacher.backend._target_": str,
     "data.kb": str,
     "data.records_per_batch": int,
     "data.fractions": list,
@@ -55,13 +53,30 @@ def validate_params(cfg: DictConfig, where: str | Path = "params.yaml") -> None:
         raise ConfigError(
             f"{where}: data.fractions: need 3 fractions summing to 1, got {fractions}"
         )
-    if plain["teacher"]["decoding"] not in ("single", "staged"):
-        raise ConfigError(f"{where}: teacher.decoding: expected single or staged")
+    _check_teacher(plain["teacher"], where)
     if plain["gate"]["metric"] not in ("ranked", "generated"):
         raise ConfigError(f"{where}: gate.metric: expected ranked or generated")
     if plain["gate"]["margin"] < 0:
         raise ConfigError(f"{where}: gate.margin: expected a number >= 0")
     _check_batches(plain["data"]["batches"], where)
+
+
+def _check_teacher(teacher: dict, where: str | Path) -> None:
+    """One teacher (decoding + backend) or `members`, each one such teacher with a share > 0."""
+    members = teacher.get("members")
+    if members is not None and (not isinstance(members, dict) or not members):
+        raise ConfigError(f"{where}: teacher.members: expected a mapping of member teachers")
+    for key, member in (members or {"": teacher}).items():
+        at = f"teacher.members.{key}" if key else "teacher"
+        if not isinstance(member, dict):
+            raise ConfigError(f"{where}: {at}: expected a mapping")
+        if member.get("decoding") not in ("single", "staged"):
+            raise ConfigError(f"{where}: {at}.decoding: expected single or staged")
+        if not isinstance((member.get("backend") or {}).get("_target_"), str):
+            raise ConfigError(f"{where}: {at}.backend._target_: missing")
+        share = member.get("share", 1.0)
+        if key and (isinstance(share, bool) or not isinstance(share, NUMBER) or share <= 0):
+            raise ConfigError(f"{where}: {at}.share: expected a number > 0, got {share!r}")
 
 
 def _check_batches(batches: list, where: str | Path) -> None:

@@ -18,6 +18,7 @@ def main() -> None:
     from cift.generate.batches import evolved_pool_path
     from cift.generate.evolve import evolve, load_parts
     from cift.generate.teachers.local import LocalTeacher
+    from cift.generate.teachers.mix import member_configs
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
     from cift.tracking import log_summary, stage_run
 
@@ -27,12 +28,17 @@ def main() -> None:
     pool, rejects, counts = [], [], {"attempted": 0, "kept": 0}
     if cfg.generate.prompts == "evolved":
         e = cfg.generate.evolve
-        backend = cfg.teacher.backend
-        teacher = get_class(backend._target_)
-        # a teacher that cannot rewrite text (a template) or is the run's own model: the run's
-        # model evolves the instructions (with its default decoding)
-        local = not getattr(teacher, "rewrites_text", False) or issubclass(teacher, LocalTeacher)
-        llm = LocalTeacher(instantiate(cfg.model)) if local else instantiate(backend)
+        # the first teacher (of a mix's members) that can rewrite text and is not the run's own
+        # model; otherwise (templates, the local model) the run's model evolves the instructions
+        # with its default decoding
+        backends = [c.backend for c in member_configs(cfg.teacher).values()]
+        remote = [
+            b
+            for b in backends
+            if getattr(get_class(b._target_), "rewrites_text", False)
+            and not issubclass(get_class(b._target_), LocalTeacher)
+        ]
+        llm = instantiate(remote[0]) if remote else LocalTeacher(instantiate(cfg.model))
         pool, rejects, counts = evolve(
             llm,
             load_parts(),

@@ -111,6 +111,12 @@ def test_proxy_model_can_differ_from_deployed_model():
         (lambda p: p["gate"].update(metric="bleu"), "gate.metric: expected ranked or generated"),
         (lambda p: p["gate"].update(margin=-0.1), "gate.margin"),
         (lambda p: p["gate"].pop("margin"), "gate.margin: missing"),
+        (lambda p: p["teacher"].update(decoding="fast"), "teacher.decoding: expected single"),
+        (lambda p: p["teacher"].pop("backend"), "teacher.backend._target_: missing"),
+        (
+            lambda p: p["teacher"].update(members={"a": dict(p["teacher"], share=0)}),
+            "teacher.members.a.share: expected a number > 0",
+        ),
     ],
 )
 def test_malformed_params_name_file_and_key(tmp_path: Path, edit, message: str):

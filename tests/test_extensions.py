@@ -36,8 +36,14 @@ def test_every_selector_config_builds_its_steps(name: str):
 def test_every_teacher_config_builds_its_backend(name: str):
     from hydra.utils import instantiate
 
+    from cift.generate.teachers.mix import member_configs
+    from cift.params_schema import validate_params
+
     cfg = compose([f"teacher={name}", "profile=tiny"])
-    teacher = instantiate(cfg.teacher.backend)
-    assert cfg.teacher.name == name and teacher.name == name
-    assert cfg.teacher.decoding in ("single", "staged")
-    assert callable(getattr(teacher, "generate", None))
+    validate_params(cfg)
+    assert cfg.teacher.name == name
+    for member, mcfg in member_configs(cfg.teacher).items():  # a mix: each member on its own
+        teacher = instantiate(mcfg.backend)
+        assert mcfg.name == member and teacher.name == member
+        assert mcfg.decoding in ("single", "staged")
+        assert callable(getattr(teacher, "generate", None))

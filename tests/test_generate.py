@@ -268,3 +268,58 @@ def test_imported_batch_drops_training_close_to_heldout(tmp_path, monkeypatch):
     assert {e["id"] for e in result["heldout"]} == {
         s["id"] for side in ("val", "test") for s in result[side]
     }
+
+
+class WrongTeacher:
+    """Every answer names the wrong diagnosis (a noisy member of a mix); takes any config."""
+
+    rewrites_text = True
+
+    def __init__(self, name: str = "local", **_: object) -> None:
+        self.name = name
+
+    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+        text = "1. a\n2. b\n3. c\nDiagnosis: Nothing at all\nAdvice: Rest."
+        return [TeacherReply(r.key, text, 5, 7) for r in requests]
+
+
+def test_mixed_teacher_gives_each_record_one_member_by_share(tmp_path, monkeypatch):
+    """teacher=mixed: records split between members by their shares (seeded per record), each
+    member's yield and tokens/s reported apart, its rejects kept with their reasons, and the
+    samples in the stream's order."""
+    import cift.generate.batches as batches
+    from cift.generate.teachers.mix import assign, build_members
+    from tests.conftest import bag_embed, compose
+
+    monkeypatch.setattr(batches, "minilm_embedder", lambda: bag_embed)
+    wrong = "{_target_:tests.test_generate.WrongTeacher}"
+    cfg = compose(
+        [
+            *("profile=tiny", "teacher=mixed", f"paths.data={tmp_path}"),
+            *(f"teacher.members.local.backend={wrong}", "data.records_per_batch=60"),
+        ]
+    )
+    members = build_members(cfg.teacher)
+    assert [(m.name, m.share, m.decoding) for m in members] == [
+        ("local", 0.25, "staged"),
+        ("kb_template", 0.75, "single"),
+    ]
+    result = batches.synthetic_batch(cfg, "b1", [])
+    metrics = result["metrics"]
+    per = metrics["teachers"]
+    assert metrics["teacher"] == "mixed" and metrics["decoding"] == "staged+single"
+    assert per["kb_template"]["yield"] > 0.8 and per["local"]["yield"] == 0.0
+    assert sum(per["local"]["reject_reasons"].values()) == per["local"]["rejected"] > 0
+    n_train = metrics["records"]["train"]
+    n_local = per["local"]["attempted"] // (cfg.generate.max_retries + 1)
+    assert 0 < n_local < n_train / 2  # a quarter, drawn per record
+    assert per["kb_template"]["valid"] == len(result["train"]) <= n_train - n_local
+    assert metrics["valid"] == per["kb_template"]["valid"] and metrics["rejected"] == sum(
+        p["rejected"] for p in per.values()
+    )
+    assert {s["meta"]["teacher"] for s in result["train"]} == {"kb_template"}
+    train = [r["id"] for r in result["records"] if r["split"] == "train"]
+    order = [s["meta"]["record_id"] for s in result["train"]]
+    assert order == [i for i in train if i in set(order)]
+    again = assign([{"id": i} for i in reversed(train)], members, cfg.seed)
+    assert len(again["local"]) == n_local and not {r["id"] for r in again["local"]} & set(order)

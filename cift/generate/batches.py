@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cift.config import domain_kb
@@ -290,36 +289,39 @@ def redacted(samples: list[dict]) -> list[dict]:
 def synthetic_batch(cfg: DictConfig, name: str, heldout: list[dict]) -> dict:
     """records, train (teacher CoT), val/test (KB references), rejects, the batch's own held-out
     entries and metrics of a batch; `heldout`: what is already held out (see `batch_splits`)."""
-    from cift.generate.cot import GenerationSettings, generate_cot
+    from cift.generate.cot import GenerationResult, GenerationSettings, generate_cot
+    from cift.generate.teachers.mix import assign, build_members
 
     kb = domain_kb(cfg)
     check = Contamination(cfg, kb)
     splits = batch_splits(cfg, kb, name, heldout, check=check)
-    teacher, decoding, blind = build_teacher(cfg)
+    members = build_members(cfg.teacher)
     g = cfg.generate
-    settings = GenerationSettings(
-        system_prompt=cfg.system_prompt,
-        min_steps=g.min_steps,
-        min_chars=g.min_answer_chars,
-        max_retries=g.max_retries,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        blind=blind,
-        decoding=decoding,
-        seed=cfg.seed,
-        answers_per_record=int(g.get("answers_per_record", 1)),
-    )
     styles = list(cfg.data.styles)
-    cot = generate_cot(
-        splits["train"],
-        teacher,
-        kb,
-        settings,
-        progress_path(cfg, name),
-        styles,
-        prompts=prompt_assembler(cfg),
-    )
+    results = {}
+    assigned = assign(splits["train"], members, cfg.seed)
+    for member in members:
+        records = assigned[member.name]
+        settings = GenerationSettings(
+            system_prompt=cfg.system_prompt,
+            min_steps=g.min_steps,
+            min_chars=g.min_answer_chars,
+            max_retries=g.max_retries,
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            blind=member.blind,
+            decoding=member.decoding,
+            seed=cfg.seed,
+            answers_per_record=int(g.get("answers_per_record", 1)),
+        )
+        progress = progress_path(cfg, name if len(members) == 1 else f"{name}-{member.name}")
+        results[member.name] = generate_cot(
+            records, member.backend, kb, settings, progress, styles, prompts=prompt_assembler(cfg)
+        )
+    cot = GenerationResult.merged(results.values())
+    order = {r["id"]: i for i, r in enumerate(splits["train"])}  # the stream's order, not by member
+    cot.samples.sort(key=lambda s: order.get(s["meta"].get("record_id"), len(order)))
     return {
         "records": [{**r, "split": s} for s in ("train", "val", "test") for r in splits[s]],
         "train": cot.samples,
@@ -329,8 +331,14 @@ def synthetic_batch(cfg: DictConfig, name: str, heldout: list[dict]) -> dict:
         "heldout": [e for s in ("val", "test") for e in heldout_entries(splits[s], s, check.text)],
         "metrics": {
             **cot.stats(),
-            "teacher": teacher.name,
-            "decoding": decoding,
+            "teacher": cfg.teacher.name,
+            "decoding": "+".join(dict.fromkeys(m.decoding for m in members)),
+            # per member: its share, yield and tokens/s (a mix's LLM and template answers apart)
+            "teachers": {
+                m.name: {"share": round(m.share, 4), "decoding": m.decoding}
+                | results[m.name].stats()
+                for m in members
+            },
             "records": {s: len(splits[s]) for s in ("train", "val", "test")},
             "contamination": contamination_metrics(splits["contamination"], len(heldout)),
         },
@@ -369,12 +377,6 @@ def prompt_assembler(cfg: DictConfig):
     pool = read_jsonl_trusted(evolved_pool_path(cfg))
     weights = OmegaConf.to_container(cfg.generate.evolve.task_weights)
     return PromptAssembler(pool, load_parts(), weights, cfg.seed)
-
-
-def build_teacher(cfg: DictConfig):
-    """(teacher, decoding, blind) from `cfg.teacher`."""
-    t = cfg.teacher
-    return instantiate(t.backend), t.decoding, bool(t.blind)
 
 
 def progress_path(cfg: DictConfig, name: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,17 @@ class GenerationResult:
     rejects: list[dict] = field(default_factory=list)
     completion_tokens: int = 0
     teacher_seconds: float = 0.0
+
+    @classmethod
+    def merged(cls, results: Iterable[GenerationResult]) -> GenerationResult:
+        """One result of several teachers' (a mix's members): samples, rejects, tokens, seconds."""
+        out = cls()
+        for r in results:
+            out.samples += r.samples
+            out.rejects += r.rejects
+            out.completion_tokens += r.completion_tokens
+            out.teacher_seconds += r.teacher_seconds
+        return out
 
     def stats(self) -> dict:
         """Yield (valid / attempted) overall and per reject reason, and teacher tokens/s."""
