@@ -38,9 +38,15 @@ def main(name: str) -> None:
     cfg = load_params()
     exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
     names = batches_through(cfg, name)
-    splits = {f"val/{b}": read_jsonl_trusted(data / "batches" / b / "val.jsonl") for b in names}
+    # every batch's validation cases up to this one, from the held-out chain generate@<i> wrote
+    chain = [e for e in read_jsonl_trusted(data / "heldout" / f"{name}.jsonl") if e.get("sample")]
+    splits = {
+        f"val/{b}": [e["sample"] for e in chain if e["batch"] == b and e["split"] == "val"]
+        for b in names
+    }
     splits[f"test/{name}"] = read_jsonl_trusted(data / "batches" / name / "test.jsonl")
-    records = [r for b in names for r in read_jsonl_trusted(data / "batches" / b / "records.jsonl")]
+    records = [e["record"] for e in chain if e.get("record")]
+    records += read_jsonl_trusted(data / "batches" / name / "records.jsonl")
     ev = build_evaluator(cfg, records)
 
     from hydra.utils import instantiate

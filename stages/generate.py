@@ -36,7 +36,7 @@ def main(name: str) -> None:
         write_jsonl_atomic(out / f"{split}.jsonl", redacted(result[split]))
     write_jsonl_atomic(out / "records.jsonl", result["records"])
     write_jsonl_atomic(out / "rejects.jsonl", result["rejects"])
-    write_jsonl_atomic(chain / f"{name}.jsonl", heldout + result["heldout"])
+    write_jsonl_atomic(chain / f"{name}.jsonl", heldout + with_cases(result))
     metrics = {
         "batch": name,
         **result["metrics"],
@@ -46,6 +46,21 @@ def main(name: str) -> None:
     with stage_run(cfg, "generate", batch=name) as run:
         log_summary(run, metrics)  # contamination/{within_batch,cross_batch}/rate among them
     print(metrics)
+
+
+def with_cases(result: dict) -> list[dict]:
+    """This batch's held-out entries, each with its validation/test sample (as written) and its
+    record: evaluate@<later> reads earlier batches' validation cases from the chain it declares."""
+    from cift.generate.batches import redacted
+
+    samples = {s["id"]: s for split in ("val", "test") for s in redacted(result[split])}
+    records = {r["id"]: r for r in result["records"]}
+    by_record = {(s.get("meta") or {}).get("record_id", s["id"]): s for s in samples.values()}
+    return [
+        e
+        | {"sample": samples.get(e["id"]) or by_record.get(e["id"]), "record": records.get(e["id"])}
+        for e in result["heldout"]
+    ]
 
 
 if __name__ == "__main__":
