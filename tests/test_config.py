@@ -85,11 +85,12 @@ def test_every_option_composes_and_builds(group: str, option: str):
     assert built is not None
 
 
-def test_tiny_uses_template_teacher_and_small_uses_an_llm():
+def test_tiny_uses_template_teacher_and_small_mixes_in_an_llm():
     assert compose(["profile=tiny"]).teacher.name == "kb_template"
     small = compose([])
-    assert small.profile_name == "small"
-    assert small.teacher.backend._target_.endswith("LocalTeacher")
+    assert small.profile_name == "small" and small.teacher.name == "mixed"
+    local = small.teacher.members.local
+    assert local.backend._target_.endswith("LocalTeacher") and 0 < local.share < 1
 
 
 def test_proxy_model_can_differ_from_deployed_model():
@@ -111,12 +112,19 @@ def test_proxy_model_can_differ_from_deployed_model():
         (lambda p: p["gate"].update(metric="bleu"), "gate.metric: expected ranked or generated"),
         (lambda p: p["gate"].update(margin=-0.1), "gate.margin"),
         (lambda p: p["gate"].pop("margin"), "gate.margin: missing"),
-        (lambda p: p["teacher"].update(decoding="fast"), "teacher.decoding: expected single"),
-        (lambda p: p["teacher"].pop("backend"), "teacher.backend._target_: missing"),
         (
-            lambda p: p["teacher"].update(members={"a": dict(p["teacher"], share=0)}),
-            "teacher.members.a.share: expected a number > 0",
+            lambda p: p["teacher"]["members"]["local"].update(decoding="fast"),
+            "teacher.members.local.decoding: expected single or staged",
         ),
+        (
+            lambda p: p["teacher"]["members"]["kb_template"].pop("backend"),
+            "teacher.members.kb_template.backend._target_: missing",
+        ),
+        (
+            lambda p: p["teacher"]["members"]["local"].update(share=0),
+            "teacher.members.local.share: expected a number > 0",
+        ),
+        (lambda p: p["teacher"].update(members=None, decoding="x"), "teacher.decoding: expected"),
     ],
 )
 def test_malformed_params_name_file_and_key(tmp_path: Path, edit, message: str):
