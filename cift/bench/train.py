@@ -7,6 +7,12 @@ clipping from the trainer config). The two alternate step by step, so load from 
 shared CPU hits both alike; both count non-padding tokens. The two losses are the initial model's
 mean response-token loss on the same 32 samples through each path. Progress goes to stderr; the
 last stdout line is the JSON result; exit 1 when speedup < 3 or the losses differ by more than 2 %.
+
+roofline_fraction: the engine's tokens/s over what the machine's best matmul rate allows. A LoRA
+step's useful matmuls are a forward and a backward through the frozen weights (input gradients
+only, none for the frozen weights): 2 × the forward's FLOPs per token, counted as in
+`cift bench ifd` (2 × body linear weights + 2 × head weights × the supervised share of tokens),
+timed by `cift.bench.roofline`'s probe at the model's shapes in the engine's dtype, best of 7.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cift.bench.roofline import matmul_probe, model_shapes
 from cift.train.data import IGNORE, collate, tokenize_samples
 
 SPEEDUP_TARGET = 3.0
@@ -210,7 +217,9 @@ def run_bench(samples: int, seed: int, trainer: str, max_length: int) -> dict:
     spec = ModelSpec(name="smollm2_135m")
     train_cfg, system_prompt = _root_cfg(max_length)
     trainer_cfg = _trainer_cfg(trainer)
-    tokenizer = spec.load(dtype="float32").tokenizer
+    loaded = spec.load(dtype="float32")
+    tokenizer, shapes = loaded.tokenizer, model_shapes(loaded.model)
+    del loaded
     examples = tokenize_samples(tokenizer, bench_samples(samples, seed), system_prompt, max_length)
     lengths = sorted(len(e.input_ids) for e in examples)
     median = lengths[len(lengths) // 2]
@@ -227,11 +236,18 @@ def run_bench(samples: int, seed: int, trainer: str, max_length: int) -> dict:
     if ref.tokens != engine.tokens:
         raise RuntimeError(f"token counts differ: {ref.tokens} vs {engine.tokens}")
     speedup = engine.tokens_per_s / ref.tokens_per_s
+    supervised = sum(e.n_supervised for e in examples) / sum(len(e.input_ids) for e in examples)
+    dtype = torch.bfloat16 if "bf16" in str(trainer_cfg["precision"]) else torch.float32
+    probe = matmul_probe(shapes, supervised, dtype=dtype)
+    _log(f"roofline probe: {probe.summary()}")
+    roofline_tps = probe.best_tokens_per_s / 2  # forward + input-gradient backward
     loss_gap = abs(engine_loss - ref_loss) / ref_loss
     return {
         "ref_tokens_per_s": round(ref.tokens_per_s, 1),
         "engine_tokens_per_s": round(engine.tokens_per_s, 1),
         "speedup": round(speedup, 2),
+        "roofline_tokens_per_s": round(roofline_tps, 1),
+        "roofline_fraction": round(engine.tokens_per_s / roofline_tps, 4),
         "ref_loss": round(ref_loss, 4),
         "engine_loss": round(engine_loss, 4),
         "target_met": bool(speedup >= SPEEDUP_TARGET and loss_gap <= LOSS_TOLERANCE),
