@@ -1,6 +1,7 @@
 """DVC stage `report`: reports/{summary,table1,proxy_ablation}.json, reports/plots/ and
 reports/report.html from the run's metrics files (the proxy ablation counts redundant
-selections with MiniLM; no LLM runs here). Its W&B run holds Table 1, R and the proxy ablation
+selections with MiniLM and reads the known selections stage known@<i> ranked; no LLM runs
+here). Its W&B run holds Table 1, R and the proxy ablation
 as tables, the figures as images and the headline numbers in its summary.
 
 Usage: python stages/report.py
@@ -37,8 +38,10 @@ def main() -> None:
                 "final_production": s["final_production"],
                 "ACC": s["ACC"],
                 "wall_seconds": s["wall_seconds"],
-                "redundant": {k: v["redundant_selected"] for k, v in p.items()},
-                "repeats": {k: v["repeats_selected"] for k, v in p.items()},
+                "redundant": {m: p[m]["redundant_selected"] for m in ("static", "dynamic")},
+                "repeats": {m: p[m]["repeats_selected"] for m in ("static", "dynamic")},
+                "known": {m: p[m]["known_selected"] for m in ("static", "dynamic")},
+                "known_claim": p["dynamic_vs_static"]["claim"]["verdict"],
             }
         )
     )

@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from cift.report.known import known_ablation, read_known
 from cift.report.redundancy import record_origins, redundancy_per_batch
 from cift.scoring.embeddings import Embed, minilm_embed
 
@@ -57,6 +60,7 @@ class Workspace:
         for b in self.batches:
             files[f"filter@{b}"] = self.runs / b / "filter.json"
             files[f"select_static@{b}"] = self.runs / b / "static" / "filter.json"
+            files[f"known@{b}"] = self.runs / b / "known.json"
             files[f"train@{b}"] = self.runs / b / "train.json"
             files[f"evaluate@{b}"] = self.runs / b / "evaluate.json"
         for arm in ("full", "filtered"):
@@ -118,7 +122,9 @@ def proxy_ablation(
     ws: Workspace, embed: Embed = minilm_embed, static_final: float | None = None
 ) -> dict:
     """Static (initial proxy) vs dynamic (the chain's proxy) selections on the same candidates,
-    both measured against the chain's own training history."""
+    both measured against the chain's own training history (redundant, repeats) and against the
+    model deployed before each batch (known), with the paired comparison of the known shares
+    under "dynamic_vs_static" (`cift.report.known`)."""
     dynamic = {b: ws.jsonl(ws.runs / b / "selected.jsonl") for b in ws.batches}
     static = {b: ws.jsonl(ws.runs / b / "static" / "selected.jsonl") for b in ws.batches}
     continual = ws.read(ws.reports / "continual.json") or {}
@@ -126,20 +132,31 @@ def proxy_ablation(
     origins = record_origins(
         r for b in ws.batches for r in ws.jsonl(ws.data / "batches" / b / "records.jsonl")
     )
-    out = {}
+    where = {b: str(ws.runs / b / "known.jsonl") for b in ws.batches}
+    known = known_ablation(
+        ws.batches,
+        {"static": static, "dynamic": dynamic},
+        {b: read_known(Path(where[b])) for b in ws.batches},
+        where,
+        n_boot=int(OmegaConf.select(ws.cfg, "gate.bootstrap", default=1000)),
+        seed=int(OmegaConf.select(ws.cfg, "seed", default=0)),
+    )
+    out: dict[str, Any] = {}
     for name, selection, accuracy in (
         ("static", static, static_final),
         ("dynamic", dynamic, final.get("accuracy")),
     ):
         per_batch = redundancy_per_batch(ws.batches, dynamic, selection, embed, origins=origins)
+        per_batch = [r | k for r, k in zip(per_batch, known["per_batch"][name], strict=True)]
         out[name] = {
             "redundant_selected": sum(r["redundant_selected"] for r in per_batch),
             "repeats_selected": sum(r["repeats_selected"] for r in per_batch),
             "selected": sum(r["selected"] for r in per_batch),
+            **known["totals"][name],
             "final_accuracy": accuracy,
             "per_batch": per_batch,
         }
-    return out
+    return out | {"dynamic_vs_static": known["comparison"]}
 
 
 def ifd_scores(ws: Workspace) -> list[dict]:

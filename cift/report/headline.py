@@ -18,7 +18,15 @@ HEADLINE = "metrics.json"  # under paths.reports
 ARMS = ("base", "full", "filtered")  # Table 1: the base model and both training arms
 SCORES = ("accuracy", "ranked_accuracy")  # generated and ranked diagnosis accuracy
 CONTINUAL = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked")
-PROXY = ("redundant_selected", "repeats_selected", "selected", "final_accuracy")
+PROXY = (
+    "redundant_selected",
+    "repeats_selected",
+    "known_selected",
+    "known_share",
+    "no_gold",
+    "selected",
+    "final_accuracy",
+)
 
 
 def with_interval(source: Mapping[str, Any] | None, key: str) -> dict[str, float | None]:
@@ -61,5 +69,21 @@ def headline(
         "proxy_ablation": {
             mode: {k: (proxy_ablation.get(mode) or {}).get(k) for k in PROXY}
             for mode in ("static", "dynamic")
-        },
+        }
+        | {"dynamic_vs_static": known_headline(proxy_ablation.get("dynamic_vs_static"))},
+    }
+
+
+def known_headline(comparison: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The known-share difference (dynamic − static) over batches 2..N with its interval, the
+    exact test's p-value and the claim's verdict (a string: `dvc exp show` lists it)."""
+    comparison = comparison or {}
+    total = comparison.get("total") or {}
+    ci = total.get("diff_ci") or [None, None]
+    return {
+        "known_share_diff": total.get("diff"),
+        "known_share_diff_lo": ci[0],
+        "known_share_diff_hi": ci[1],
+        "known_p_value": total.get("p_value"),
+        "verdict": (comparison.get("claim") or {}).get("verdict"),
     }

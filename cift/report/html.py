@@ -43,6 +43,45 @@ def _load(folder: Path, name: str):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+PROXY_COLUMNS = [
+    "selected",
+    "known_selected",
+    "known_share",
+    "no_gold",
+    "redundant_selected",
+    "repeats_selected",
+]
+
+
+def proxy_section(proxy: dict) -> str:
+    """The proxy ablation: per proxy and per batch, then the paired known comparison."""
+    modes = [m for m in ("static", "dynamic") if isinstance(proxy.get(m), dict)]
+    rows = [{"proxy": m, **{k: v for k, v in proxy[m].items() if k != "per_batch"}} for m in modes]
+    per_batch = [{"proxy": m, **b} for m in modes for b in proxy[m].get("per_batch", [])]
+    parts = [
+        "<h2>Proxy ablation: known, redundant and repeated selections (batches 2–N)</h2>",
+        "<p><code>known_selected</code>: selected samples the model deployed before the batch "
+        "already gets right (its gold condition ranked first right after the prompt and "
+        "<code>Diagnosis: </code>).</p>",
+        table(rows, ["proxy", *PROXY_COLUMNS, "final_accuracy"]),
+        table(per_batch, ["proxy", "batch", *PROXY_COLUMNS]),
+    ]
+    paired = proxy.get("dynamic_vs_static") or {}
+    if paired:
+        claim = paired.get("claim") or {}
+        rows = [*paired.get("per_batch", []), {"batch": "total", **(paired.get("total") or {})}]
+        columns = ["batch", "n", "diff", "diff_ci", "dynamic_only", "static_only", "p_value"]
+        parts += [
+            "<h3>Known share, dynamic − static (paired, same candidates)</h3>",
+            f"<p>{html.escape(str(paired.get('method', '')))}</p>",
+            table(rows, columns),
+            f"<p>Claim: {html.escape(str(claim.get('claim')))} — "
+            f"<b>{html.escape(str(claim.get('verdict')))}</b> "
+            f"(estimate {_fmt(claim.get('estimate'))}, 95% CI {_fmt(claim.get('ci'))})</p>",
+        ]
+    return "".join(parts)
+
+
 def render(folder: Path) -> str:
     """The page for a reports folder: summary, Table 1, proxy ablation, continual, ablations."""
     summary = _load(folder, "summary.json") or {}
@@ -70,19 +109,7 @@ def render(folder: Path) -> str:
             ["arm", "n", "train_tokens", "train_seconds", "accuracy", "accuracy_ci", "fault_cases"],
         )
     )
-    parts.append("<h2>Proxy ablation: redundant selections (batches 2–N)</h2>")
-    rows = [
-        {"proxy": p, **{k: v for k, v in r.items() if k != "per_batch"}} for p, r in proxy.items()
-    ]
-    parts.append(
-        table(
-            rows, ["proxy", "selected", "redundant_selected", "repeats_selected", "final_accuracy"]
-        )
-    )
-    per_batch = [{"proxy": p, **b} for p, r in proxy.items() for b in r.get("per_batch", [])]
-    parts.append(
-        table(per_batch, ["proxy", "batch", "selected", "redundant_selected", "repeats_selected"])
-    )
+    parts.append(proxy_section(proxy))
     parts.append("<h2>Continual learning</h2>")
     if continual.get("R"):
         names = summary.get("batches") or [f"b{i + 1}" for i in range(len(continual["R"][0]))]

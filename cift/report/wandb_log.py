@@ -41,19 +41,56 @@ def r_rows(continual: dict, batches: list[str]) -> Table:
     return ["row", "version", *batches], rows
 
 
+PROXY_KEYS = (
+    "selected",
+    "known_selected",
+    "known_share",
+    "no_gold",
+    "redundant_selected",
+    "repeats_selected",
+    "final_accuracy",
+)
+
+
 def proxy_rows(proxy: dict) -> Table:
-    """Static vs dynamic proxy: selections, redundant ones, repeats, final accuracy."""
-    keys = ["selected", "redundant_selected", "repeats_selected", "final_accuracy"]
-    rows = [[mode, *(r.get(k) for k in keys)] for mode, r in proxy.items() if isinstance(r, dict)]
-    return ["proxy", *keys], rows
+    """Static vs dynamic proxy: selections, known ones, redundant ones, repeats, final accuracy."""
+    modes = [m for m in ("static", "dynamic") if isinstance(proxy.get(m), dict)]
+    rows = [[m, *(proxy[m].get(k) for k in PROXY_KEYS)] for m in modes]
+    return ["proxy", *PROXY_KEYS], rows
+
+
+def known_rows(proxy: dict) -> Table:
+    """The paired known comparison (dynamic − static) per batch and in total, with each
+    proxy's known and selected counts beside it."""
+    paired = proxy.get("dynamic_vs_static") or {}
+    columns = ["batch", "static_known", "static_selected", "dynamic_known", "dynamic_selected"]
+    columns += ["diff", "diff_lo", "diff_hi", "dynamic_only", "static_only", "p_value"]
+    counts = {
+        m: {r["batch"]: r for r in (proxy.get(m) or {}).get("per_batch", [])}
+        for m in ("static", "dynamic")
+    }
+    counts = {m: c | {"total": proxy.get(m) or {}} for m, c in counts.items()}
+    rows = []
+    for r in [*paired.get("per_batch", []), {"batch": "total", **(paired.get("total") or {})}]:
+        side = [
+            counts[m].get(r["batch"], {}).get(k)
+            for m in ("static", "dynamic")
+            for k in ("known_selected", "selected")
+        ]
+        diff = [r.get("diff"), *_ci(r.get("diff_ci"))]
+        rows.append([r["batch"], *side, *diff, *(r.get(k) for k in columns[-3:])])
+    return columns, rows
 
 
 def report_tables(reports: dict, continual: dict | None, batches: list[str]) -> dict[str, Table]:
-    """{"table1", "R", "proxy_ablation"}: the report's tables (R only when continual ran)."""
+    """{"table1", "R", "proxy_ablation", "proxy_known"}: the report's tables (R only when
+    continual ran, proxy_known only when the paired known comparison is there)."""
     tables = {
         "table1": table1_rows(reports["table1"]),
         "proxy_ablation": proxy_rows(reports["proxy_ablation"]),
     }
+    if reports["proxy_ablation"].get("dynamic_vs_static"):
+        tables["proxy_known"] = known_rows(reports["proxy_ablation"])
     if continual and continual.get("R"):
         tables["R"] = r_rows(continual, batches)
     return tables
@@ -83,9 +120,15 @@ def log_report(run: Any, reports: dict, continual: dict | None, batches: list[st
         for arm, r in reports["table1"].items()
         if isinstance(r, dict)
     }
+    proxy = reports["proxy_ablation"]
+    keys = ("redundant_selected", "repeats_selected", "known_selected", "known_share")
     headline["proxy_ablation"] = {
-        mode: {k: r.get(k) for k in ("redundant_selected", "repeats_selected", "final_accuracy")}
-        for mode, r in reports["proxy_ablation"].items()
+        mode: {k: proxy[mode].get(k) for k in (*keys, "final_accuracy")}
+        for mode in ("static", "dynamic")
+        if isinstance(proxy.get(mode), dict)
     }
-    log_summary(run, headline, final_production=s.get("final_production"))
+    claim = (proxy.get("dynamic_vs_static") or {}).get("claim") or {}
+    headline["proxy_ablation"]["known_share_diff"] = claim.get("estimate")
+    labels = {"known_claim": claim.get("verdict")}
+    log_summary(run, headline, final_production=s.get("final_production"), **labels)
     return media

@@ -124,7 +124,7 @@ def build_report(entity: str, project: str, ablations: dict | None = None) -> An
             runsets=[runset(entity, project, "report", "report", [])],
             panels=[
                 wr.WeavePanelSummaryTable(table_name=name)
-                for name in ("table1", "R", "proxy_ablation")
+                for name in ("table1", "R", "proxy_ablation", "proxy_known")
             ]
             + [wr.MediaBrowser(title="Figures", media_keys=[f"plots/{n}" for n in FIGURES])],
         ),
