@@ -63,6 +63,21 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         assert train["init_adapter"] == previous["adapter_path"]
         assert decision["deployed"]["version"] == previous["version"]
     assert "b1" in decision["terms"]["forgetting"]["batches"]  # b2 checks b1's validation split
+    # known@<i>: each sample either proxy selected on b2, ranked once by b1's deployed model
+    known = [json.loads(line) for line in (runs / "b2" / "known.jsonl").read_text().splitlines()]
+    selected = {
+        mode: {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+        for mode, path in (
+            ("dynamic", runs / "b2" / "selected.jsonl"),
+            ("static", runs / "b2" / "static" / "selected.jsonl"),
+        )
+    }
+    assert sorted(r["id"] for r in known) == sorted(selected["dynamic"] | selected["static"])
+    assert all(r["known"] is None or r["known"] == (r["rank"] == 1) for r in known)
+    known_summary = json.loads((runs / "b2" / "known.json").read_text())
+    deployed_b1 = json.loads((runs / "b1" / "deployed.json").read_text())
+    assert known_summary["deployed"] == deployed_b1["version"]
+    assert (runs / "b1" / "known.jsonl").read_text() == ""  # the first batch: nothing to compare
     arms = {
         a: json.loads((runs / "table1" / f"{a}.json").read_text()) for a in ("full", "filtered")
     }
@@ -95,7 +110,7 @@ def check_reports(reports: Path) -> None:
     }
     assert summary["profile"] == "tiny" and summary["batches"] == ["b1", "b2"]
     assert summary["final_production"].startswith("main/")
-    assert {"generate@b1", "train@b2", "table1@full", "continual"} <= set(
+    assert {"generate@b1", "train@b2", "known@b2", "table1@full", "continual"} <= set(
         summary["seconds_per_stage"]
     )
     table1 = json.loads((reports / "table1.json").read_text())
@@ -113,6 +128,16 @@ def check_reports(reports: Path) -> None:
     for mode in ("static", "dynamic"):
         assert [r["batch"] for r in proxy[mode]["per_batch"]] == ["b2"]
         assert 0 <= proxy[mode]["redundant_selected"] <= proxy[mode]["selected"]
+        # known@b2 ranked every selected sample with the model deployed after b1
+        assert 0 <= proxy[mode]["known_selected"] <= proxy[mode]["selected"]
+        assert proxy[mode]["known_selected"] + proxy[mode]["no_gold"] <= proxy[mode]["selected"]
+        assert proxy[mode]["per_batch"][0]["known_selected"] == proxy[mode]["known_selected"]
+    paired = proxy["dynamic_vs_static"]
+    assert [r["batch"] for r in paired["per_batch"]] == ["b2"] and paired["total"]["n"] > 0
+    lo, hi = paired["total"]["diff_ci"]
+    assert -1.0 <= lo <= paired["total"]["diff"] <= hi <= 1.0
+    assert set(paired["claim"]) == {"claim", "estimate", "ci", "verdict"}
+    assert paired["claim"]["verdict"] in ("supported", "not supported", "inconclusive")
     assert proxy["dynamic"]["final_accuracy"] is not None
     assert proxy["static"]["final_accuracy"] is None  # filled by the ablations
     continual = json.loads((reports / "continual.json").read_text())
@@ -130,6 +155,12 @@ def check_reports(reports: Path) -> None:
     assert headline["continual"]["ACC_ranked"] == continual["ACC_ranked"]
     assert headline["final"]["accuracy"] == continual["global"]["final"]["accuracy"]
     assert headline["proxy_ablation"]["dynamic"]["final_accuracy"] is not None
+    for mode in ("static", "dynamic"):
+        assert headline["proxy_ablation"][mode]["known_selected"] == proxy[mode]["known_selected"]
+    known_head = headline["proxy_ablation"]["dynamic_vs_static"]
+    assert known_head["known_share_diff"] == paired["total"]["diff"]
+    assert known_head["verdict"] == paired["claim"]["verdict"]
+    assert "known_selected" in (reports / "report.html").read_text()
     assert json.loads((reports / "plots" / "ifd_pairs.json").read_text())  # b2's candidates
 
 

@@ -193,8 +193,17 @@ def test_write_reports_writes_every_file_and_a_self_contained_page(workspace: Wo
     proxy = json.loads((workspace.reports / "proxy_ablation.json").read_text())
     assert proxy == reports["proxy_ablation"]
     assert proxy["static"]["per_batch"] == [
-        {"batch": "b2", "selected": 1, "redundant_selected": 1, "repeats_selected": 0}
+        {
+            "batch": "b2",
+            "selected": 1,
+            "redundant_selected": 1,
+            "repeats_selected": 0,
+            "known_selected": None,  # known@b2 did not run here: not measured
+            "no_gold": None,
+            "known_share": None,
+        }
     ]
+    assert proxy["dynamic_vs_static"]["claim"]["verdict"] == "inconclusive"
     assert proxy["dynamic"]["redundant_selected"] == 0
     assert proxy["static"]["final_accuracy"] == 0.1 and proxy["dynamic"]["final_accuracy"] == 0.3
     for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
@@ -280,6 +289,40 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
     ]
 
 
+def test_proxy_ablation_counts_known_selections(workspace: Workspace):
+    """known@b2's rows joined to both selections: counts, shares, the paired comparison, the
+    headline's totals and the page; a selection the known file lacks is an error naming it."""
+    from cift.report.collect import proxy_ablation
+
+    root = workspace.reports.parent
+    b2 = workspace.runs / "b2"
+    write_jsonl_atomic(
+        b2 / "known.jsonl",
+        [
+            {"id": "fever-0", "known": False, "selected_by": ["dynamic"]},
+            {"id": "cough-1", "known": True, "selected_by": ["static"]},
+        ],
+    )
+    reports = write_reports(workspace.cfg, root, topic_embed)
+    proxy = reports["proxy_ablation"]
+    assert (proxy["static"]["known_selected"], proxy["dynamic"]["known_selected"]) == (1, 0)
+    assert (proxy["static"]["known_share"], proxy["dynamic"]["known_share"]) == (1.0, 0.0)
+    assert proxy["dynamic"]["per_batch"][0]["known_selected"] == 0
+    total = proxy["dynamic_vs_static"]["total"]
+    assert total["diff"] == -1.0 and (total["dynamic_only"], total["static_only"]) == (0, 1)
+    assert total["diff_ci"] == [-1.0, -1.0]  # one candidate each: every resample agrees
+    assert proxy["dynamic_vs_static"]["claim"]["verdict"] == "supported"
+    head = json.loads((workspace.reports / "metrics.json").read_text())
+    assert head["proxy_ablation"]["static"]["known_selected"] == 1
+    assert head["proxy_ablation"]["dynamic_vs_static"]["known_share_diff_hi"] == -1.0
+    assert head["proxy_ablation"]["dynamic_vs_static"]["verdict"] == "supported"
+    page = (workspace.reports / "report.html").read_text()
+    assert "known_selected" in page and "<b>supported</b>" in page
+    write_jsonl_atomic(b2 / "known.jsonl", [{"id": "fever-0", "known": False}])
+    with pytest.raises(ValueError, match=r"b2/known\.jsonl: no row for selected samples"):
+        proxy_ablation(workspace, topic_embed)
+
+
 def flat(d: dict, prefix: str = "") -> dict:
     """A nested dict's leaves by dotted key, as `dvc exp show` lists them."""
     out = {}
@@ -313,6 +356,8 @@ def test_headline_has_the_same_scalar_keys_whatever_the_experiment_ran(workspace
     assert leaves["continual.BWT_ranked"] == -0.25
     assert (leaves["final.accuracy_hi"], leaves["final.ranked_accuracy"]) == (0.4, 0.6)
     assert leaves["promotions"] == 1 and leaves["proxy_ablation.static.redundant_selected"] == 1
+    assert leaves["proxy_ablation.static.known_selected"] is None  # known@b2 did not run here
+    assert leaves["proxy_ablation.dynamic_vs_static.verdict"] == "inconclusive"
     # an experiment that ran neither Table 1 nor the chain's report inputs: the same keys
     empty = headline("random_subset", {}, {"full": None, "filtered": None}, None, {})
     assert set(flat(empty)) == set(leaves) and empty["experiment"] == "random_subset"

@@ -203,8 +203,25 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
             },
         },
         "proxy_ablation": {
-            "static": {"selected": 6, "redundant_selected": 2, "repeats_selected": 1},
-            "dynamic": {"selected": 6, "redundant_selected": 1, "repeats_selected": 0},
+            "static": {
+                "selected": 6,
+                "redundant_selected": 2,
+                "repeats_selected": 1,
+                "known_selected": 3,
+                "per_batch": [{"batch": "b2", "selected": 6, "known_selected": 3}],
+            },
+            "dynamic": {
+                "selected": 6,
+                "redundant_selected": 1,
+                "repeats_selected": 0,
+                "known_selected": 1,
+                "per_batch": [{"batch": "b2", "selected": 6, "known_selected": 1}],
+            },
+            "dynamic_vs_static": {
+                "per_batch": [{"batch": "b2", "diff": -0.33, "diff_ci": [-0.6, -0.1]}],
+                "total": {"diff": -0.33, "diff_ci": [-0.6, -0.1], "p_value": 0.5},
+                "claim": {"claim": "fewer", "estimate": -0.33, "verdict": "supported"},
+            },
         },
     }
     continual = {"R": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4]], "rows": ["base", "b1", "b2"]}
@@ -216,6 +233,11 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
                                                             [1, "b1", 0.3, 0.2],
                                                             [2, "b2", 0.3, 0.4]])  # fmt: skip
     assert [r[0] for r in tables["proxy_ablation"][1]] == ["static", "dynamic"]
+    columns, rows = tables["proxy_known"]
+    assert [r[0] for r in rows] == ["b2", "total"]
+    b2, total = (dict(zip(columns, r, strict=True)) for r in rows)
+    assert (b2["static_known"], b2["dynamic_known"], b2["diff_hi"]) == (3, 1, -0.1)
+    assert (total["static_selected"], total["p_value"]) == (6, 0.5)
 
     import matplotlib.pyplot as plt
 
@@ -236,12 +258,15 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
     assert kinds == {
         "table1": "Table",
         "proxy_ablation": "Table",
+        "proxy_known": "Table",
         "R": "Table",
         "plots/accuracy_per_batch": "Image",
     }
     assert run.logged["R"].columns == ["row", "version", "b1", "b2"]
     assert run.summary["table1/filtered/accuracy"] == 0.35
     assert run.summary["final_production"] == "main/b2"
+    assert run.summary["proxy_ablation/static/known_selected"] == 3
+    assert run.summary["known_claim"] == "supported"
 
     import wandb  # and a real (offline) run takes the tables, with their empty cells, and images
 
@@ -251,7 +276,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
         log_report(real, reports, continual, ["b1", "b2"], tmp_path / "plots")
     wandb.teardown()
     (folder,) = (tmp_path / "logs" / "wandb" / "wandb").glob("offline-run-*")
-    assert len(list(folder.glob("files/media/table/*.table.json"))) == 3
+    assert len(list(folder.glob("files/media/table/*.table.json"))) == 4
     assert list(folder.glob("files/media/images/plots/accuracy_per_batch*.png"))
 
 

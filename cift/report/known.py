@@ -10,10 +10,11 @@ samples without a KB gold condition: not counted) and `known_share` = known_sele
 The paired comparison, dynamic − static, on identical candidates: the difference of the known
 shares with a percentile-bootstrap interval over the candidates either proxy selected (resampled
 within each batch, so each batch keeps its size; the candidates neither proxy selected count in
-neither share), and the exact McNemar test on the discordant known candidates (known and
-selected by one proxy only; a two-sided binomial test of dynamic-only vs static-only at 1/2).
-The claim "the dynamic proxy selects fewer known samples" is supported when the interval lies
-below 0, not supported when it lies at or above 0, inconclusive otherwise.
+neither share; a resample in which one proxy selects nothing is left out), and the exact McNemar
+test on the discordant known candidates (known and selected by one proxy only; a two-sided
+binomial test of dynamic-only vs static-only at 1/2). The claim "the dynamic proxy selects fewer
+known samples" is supported when the interval lies below 0, not supported when it lies at or
+above 0, inconclusive otherwise.
 """
 
 from __future__ import annotations
