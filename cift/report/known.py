@@ -122,9 +122,10 @@ def paired_comparison(
     ]
     idx = np.concatenate(picks, axis=1)
     boot = _share_diff(k[idx], s[idx], d[idx])
-    lo, hi = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
     out["diff"] = float(_share_diff(k, s, d))
-    out["diff_ci"] = [float(lo), float(hi)]
+    if np.isfinite(boot).any():  # else no resample held both proxies' selections: no interval
+        lo, hi = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
+        out["diff_ci"] = [float(lo), float(hi)]
     return out
 
 
