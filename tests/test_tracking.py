@@ -220,7 +220,12 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
             "dynamic_vs_static": {
                 "per_batch": [{"batch": "b2", "diff": -0.33, "diff_ci": [-0.6, -0.1]}],
                 "total": {"diff": -0.33, "diff_ci": [-0.6, -0.1], "p_value": 0.5},
-                "claim": {"claim": "fewer", "estimate": -0.33, "verdict": "supported"},
+                "claim": {
+                    "claim": "fewer",
+                    "estimate": -0.33,
+                    "ci": [-0.6, -0.1],
+                    "verdict": "supported",
+                },
             },
         },
     }
@@ -267,6 +272,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
     assert run.summary["final_production"] == "main/b2"
     assert run.summary["proxy_ablation/static/known_selected"] == 3
     assert run.summary["known_claim"] == "supported"
+    assert run.summary["proxy_ablation/known_share_diff_hi"] == -0.1
 
     import wandb  # and a real (offline) run takes the tables, with their empty cells, and images
 

@@ -128,7 +128,12 @@ def log_report(run: Any, reports: dict, continual: dict | None, batches: list[st
         if isinstance(proxy.get(mode), dict)
     }
     claim = (proxy.get("dynamic_vs_static") or {}).get("claim") or {}
-    headline["proxy_ablation"]["known_share_diff"] = claim.get("estimate")
+    lo, hi = _ci(claim.get("ci"))
+    headline["proxy_ablation"] |= {
+        "known_share_diff": claim.get("estimate"),
+        "known_share_diff_lo": lo,
+        "known_share_diff_hi": hi,
+    }
     labels = {"known_claim": claim.get("verdict")}
     log_summary(run, headline, final_production=s.get("final_production"), **labels)
     return media
