@@ -21,6 +21,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "data.min_test_records": int,
     "data.min_val_records": int,
     "data.global_test_per_condition": int,
+    "data.probe_records": int,
     "data.styles": list,
     "data.batches": list,
     "generate.min_steps": int,

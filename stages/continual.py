@@ -8,7 +8,9 @@ Usage: python stages/continual.py
 Row 0 = the base, row k = what was deployed after batch k; each distinct version answers every
 batch's test split once (answers are cached by version weights, so a kept batch costs nothing).
 Final production and the base are also scored on the global test set (`global`: the proxy
-ablation's final accuracy). Writes reports/continual.json.
+ablation's final accuracy) and on the probe set, patients' own words (`probe`: both scores, fault
+rate and intervals per role, and `vs_base`, the paired difference final − base of each score
+with its interval). Writes reports/continual.json.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     from cift.evaluate.continual import continual_intervals, continual_metrics
     from cift.evaluate.gate import case_scores
     from cift.evaluate.judge import pair_items
+    from cift.evaluate.metrics import paired_diff_ci
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import log_summary, stage_run
@@ -51,6 +54,16 @@ def main() -> None:
     versions = [pointer_version(p, spec) for p in pointers]
 
     n_boot = int(cfg.gate.bootstrap)
+    roles = {"final": versions[-1], "base": versions[0]}
+
+    def paired_difference(model: dict, base: dict, metric: str) -> dict:
+        """final − base on the same cases (0/1 each), with its bootstrap interval."""
+        a, b = case_scores(model["rows"], metric), case_scores(base["rows"], metric)
+        ids = sorted(set(a) & set(b))
+        return paired_diff_ci(
+            [a[i] for i in ids], [b[i] for i in ids], n_boot=n_boot, seed=int(cfg.seed)
+        )
+
     per_version = [ev.evaluate_version(version, tests)[0] for version in versions]
     result: dict = {"rows": [v.name for v in versions]}
     # answers without a parseable diagnosis, per version and test split (R counts them as wrong)
@@ -66,11 +79,21 @@ def main() -> None:
         for name, value in continual_metrics(result[f"R{suffix}"]).items():
             result[f"{name}{suffix}"] = value
             result[f"{name}{suffix}_ci"] = intervals[f"{name}_ci"]
-    global_test = {"global": read_jsonl_trusted(data / "global" / "test.jsonl")}
-    result["global"] = {
-        role: {"version": v.name, **summary(ev.evaluate_version(v, global_test)[0]["global"])}
-        for role, v in (("final", versions[-1]), ("base", versions[0]))
-    }
+    held = {"global": read_jsonl_trusted(data / "global" / "test.jsonl")}
+    probe = read_jsonl_trusted(data / "global" / "probe.jsonl")
+    if probe:  # patients' own words (none when data.probe_records is 0)
+        held["probe"] = probe
+    scored = {role: ev.evaluate_version(v, held)[0] for role, v in roles.items()}
+    result["probe"] = None
+    for name in held:
+        result[name] = {
+            role: {"version": v.name, **summary(scored[role][name])} for role, v in roles.items()
+        }
+    if probe:
+        result["probe"]["vs_base"] = {
+            key: paired_difference(scored["final"]["probe"], scored["base"]["probe"], metric)
+            for key, metric in (("accuracy", "generated"), ("ranked_accuracy", "ranked"))
+        }
 
     heldout = read_jsonl_trusted(data / "general" / "heldout.jsonl")
     result["general_win_rate"] = None
@@ -96,7 +119,7 @@ def main() -> None:
     write_json_atomic(Path(cfg.paths.reports) / "continual.json", result)
     with stage_run(cfg, "continual") as run:
         keys = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked")
-        keys += ("general_win_rate", "global", "seconds")
+        keys += ("general_win_rate", "global", "probe", "seconds")
         log_summary(run, {k: result[k] for k in keys}, final_production=result["rows"][-1])
     keys = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked", "general_win_rate")
     print(json.dumps({k: result[k] for k in keys}))

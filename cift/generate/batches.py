@@ -146,11 +146,15 @@ def synthetic_splits(
     """The global test set and every synthetic batch's splits, computed in memory in DAG order.
 
     What global_test and generate@<i> write, without a teacher: each batch sees the held-out
-    entries of the global test set and of the batches before it (tests, measurements)."""
+    entries of the global test set, the probe set and the batches before it (tests,
+    measurements)."""
     check = check or Contamination(cfg, kb)
     all_records = synthetic_records(cfg, kb)
     gtest = global_test(cfg, kb, check=check)["test"]
     heldout = heldout_entries(gtest, "global_test", check.text)
+    from cift.generate.probe import probe_set  # probe.py builds on this module
+
+    heldout += probe_set(cfg, kb, check)["heldout"]
     batches: dict[str, dict] = {}
     for name in all_records:
         split = batch_splits(cfg, kb, name, heldout, all_records=all_records, check=check)
@@ -159,6 +163,15 @@ def synthetic_splits(
             e for s in ("val", "test") for e in heldout_entries(split[s], s, check.text)
         ]
     return {"global_test": gtest, "batches": batches, "heldout": heldout}
+
+
+def training_records(cfg: DictConfig, kb: KnowledgeBase) -> list[dict]:
+    """Every synthetic batch's training records (what a held-out set must not near-duplicate)."""
+    return [
+        r
+        for batch, recs in synthetic_records(cfg, kb).items()
+        for r in _split(cfg, recs, batch)["train"]
+    ]
 
 
 def global_test(cfg: DictConfig, kb: KnowledgeBase, *, check: Contamination | None = None) -> dict:
