@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from cift.report.heldout import probe_headline
+
 HEADLINE = "metrics.json"  # under paths.reports
 ARMS = ("base", "full", "filtered")  # Table 1: the base model and both training arms
 SCORES = ("accuracy", "ranked_accuracy")  # generated and ranked diagnosis accuracy
@@ -65,6 +67,8 @@ def headline(
         },
         "continual": {k: v for key in CONTINUAL for k, v in with_interval(continual, key).items()},
         "final": scores(final),
+        # final production on patients' own words, its fault rate, and final − base
+        "probe": probe_headline(continual),
         "promotions": summary.get("promotions"),
         "proxy_ablation": {
             mode: {k: (proxy_ablation.get(mode) or {}).get(k) for k in PROXY}

@@ -7,6 +7,8 @@ import html
 import json
 from pathlib import Path
 
+from cift.report.heldout import COLUMNS, DIFF_COLUMNS, probe_diff_rows, score_rows
+
 STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
@@ -127,6 +129,16 @@ def render(folder: Path) -> str:
             ["metric", "value"],
         )
     )
+    held = score_rows(continual)
+    if held:
+        parts.append(
+            "<h2>Final production vs the base: global test set and patients' own words</h2>"
+        )
+        parts.append(table(held, COLUMNS))
+        diffs = probe_diff_rows(continual)
+        if diffs:
+            parts.append("<p>Probe set, paired difference final − base:</p>")
+            parts.append(table(diffs, DIFF_COLUMNS))
     if ablations:
         rows = ablations.get("experiments", [])
         chains = [r for r in rows if r.get("final_accuracy") is not None]

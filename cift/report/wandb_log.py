@@ -1,5 +1,6 @@
-"""What the report stage sends to its W&B run: Table 1, the accuracy matrix R and the proxy
-ablation as tables, the figures as images, and the headline numbers in the run summary.
+"""What the report stage sends to its W&B run: Table 1, the accuracy matrix R, final production
+and the base on the held-out sets (global test, probe) and the proxy ablation as tables, the
+figures as images, and the headline numbers in the run summary.
 
 The rows are plain lists (`report_tables`), so what a table holds is tested without wandb.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from cift.report.heldout import probe_headline, score_rows
 
 Table = tuple[list[str], list[list[Any]]]  # (columns, rows)
 
@@ -82,9 +85,25 @@ def known_rows(proxy: dict) -> Table:
     return columns, rows
 
 
+def heldout_rows(continual: dict) -> Table:
+    """Final production and the base on the global test set and the probe set (patients' own
+    words): both scores with their intervals and the fault rate."""
+    columns = ["set", "model", "n", "accuracy", "accuracy_lo", "accuracy_hi"]
+    columns += ["ranked_accuracy", "ranked_accuracy_lo", "ranked_accuracy_hi", "fault_rate"]
+    rows = [
+        [
+            *(r["set"], r["model"], r["n"], r["accuracy"], *_ci(r["accuracy_ci"])),
+            *(r["ranked_accuracy"], *_ci(r["ranked_accuracy_ci"]), r["fault_rate"]),
+        ]
+        for r in score_rows(continual)
+    ]
+    return columns, rows
+
+
 def report_tables(reports: dict, continual: dict | None, batches: list[str]) -> dict[str, Table]:
-    """{"table1", "R", "proxy_ablation", "proxy_known"}: the report's tables (R only when
-    continual ran, proxy_known only when the paired known comparison is there)."""
+    """{"table1", "R", "heldout", "proxy_ablation", "proxy_known"}: the report's tables (R and
+    heldout only when continual ran, proxy_known only when the paired known comparison is
+    there)."""
     tables = {
         "table1": table1_rows(reports["table1"]),
         "proxy_ablation": proxy_rows(reports["proxy_ablation"]),
@@ -93,6 +112,7 @@ def report_tables(reports: dict, continual: dict | None, batches: list[str]) -> 
         tables["proxy_known"] = known_rows(reports["proxy_ablation"])
     if continual and continual.get("R"):
         tables["R"] = r_rows(continual, batches)
+        tables["heldout"] = heldout_rows(continual)
     return tables
 
 
@@ -134,6 +154,7 @@ def log_report(run: Any, reports: dict, continual: dict | None, batches: list[st
         "known_share_diff_lo": lo,
         "known_share_diff_hi": hi,
     }
+    headline["probe"] = probe_headline(continual)  # patients' own words, final − base
     labels = {"known_claim": claim.get("verdict")}
     log_summary(run, headline, final_production=s.get("final_production"), **labels)
     return media

@@ -36,6 +36,8 @@ SECTIONS: list[tuple[str, str, list[str], list[tuple[str, str, list[str]]]]] = [
         [
             ("bar", "ACC / BWT / FWT", ["ACC", "BWT", "FWT"]),
             ("bar", "Final production on the global test set", ["global/final/accuracy"]),
+            ("bar", "Final production on patients' own words", ["probe/final/accuracy"]),
+            ("bar", "Probe set: final − base", ["probe/vs_base/accuracy/diff"]),
             ("bar", "General win rate vs the base", ["general_win_rate"]),
         ],
     ),
