@@ -105,6 +105,9 @@ _WORRY = (
     "Any advice would be appreciated.",
     "I'd really like to know what this is.",
 )
+_FIRST_PERSON = re.compile(r"\b(I|I'm|I've|I'd|my|me)\b")
+# the worry closes a message that has no first-person word yet (a bare list of symptoms)
+_WORRY_FIRST_PERSON = tuple(w for w in _WORRY if _FIRST_PERSON.search(w))
 _JOINERS = (" and ", " and ", ", and ", " plus ")
 _SEX = {"female": ("female", "a woman"), "male": ("male", "a man")}
 _KID = {"female": "daughter", "male": "son"}
@@ -173,7 +176,7 @@ def compose_message(record: dict, kb: Any, rng: random.Random) -> str:
     subj = ("she's" if record["sex"] == "female" else "he's") if child else "I've"
     greet = rng.choice(_GREETINGS)
     opener = rng.choice(_OPENERS)
-    sentences = [
+    parts = [
         opener.format(
             greet=greet,
             Greet=greet,
@@ -182,11 +185,11 @@ def compose_message(record: dict, kb: Any, rng: random.Random) -> str:
             list=_listing([lay(s) for s in lead], rng),
         )
     ]
-    sentences[0] = _cap(sentences[0])
+    parts[0] = _cap(parts[0])
     if rest:
         listed = _listing([lay(s) for s in rest], rng)
-        sentences.append(_cap(rng.choice(_MORE).format(list=listed, List=_cap(listed))))
-    extra: list[str] = []  # at most two more sentences, the worry last
+        parts.append(_cap(rng.choice(_MORE).format(list=listed, List=_cap(listed))))
+    extra: list[str] = []  # at most two more parts, the worry last
     if child:  # the parent says who the message is about first
         extra.append(rng.choice(_ABOUT_CHILD).format(kid=_KID[record["sex"]], age=record["age"]))
     elif rng.random() < 0.6:
@@ -195,9 +198,10 @@ def compose_message(record: dict, kb: Any, rng: random.Random) -> str:
     if record["noise_symptoms"]:
         noise = _listing([lay(s) for s in record["noise_symptoms"]], rng)
         extra.append(rng.choice(_NOISE).format(list=noise))
-    sentences += extra[: 3 - len(sentences)]
-    sentences.append(rng.choice(_WORRY))
-    return " ".join(sentences)
+    parts += extra[: 3 - len(parts)]
+    said = " ".join(parts)
+    worries = _WORRY if _FIRST_PERSON.search(said) else _WORRY_FIRST_PERSON
+    return f"{said} {rng.choice(worries)}"
 
 
 class _Scripted(random.Random):
