@@ -154,6 +154,19 @@ def check_reports(reports: Path) -> None:
     assert headline["continual"]["ACC"] == continual["ACC"]
     assert headline["continual"]["ACC_ranked"] == continual["ACC_ranked"]
     assert headline["final"]["accuracy"] == continual["global"]["final"]["accuracy"]
+    # patients' own words beside the global test set: both models, the paired difference
+    probe = continual["probe"]
+    for role in ("final", "base"):
+        assert probe[role]["n_scored"] == 8 and 0.0 <= probe[role]["fault_rate"] <= 1.0
+        assert len(probe[role]["accuracy_ci"]) == len(probe[role]["ranked_accuracy_ci"]) == 2
+    diff = probe["vs_base"]["accuracy"]
+    assert diff["n"] == 8 and diff["diff_ci"][0] <= diff["diff"] <= diff["diff_ci"][1]
+    assert probe["vs_base"]["ranked_accuracy"]["n"] == 8
+    assert headline["probe"]["accuracy"] == probe["final"]["accuracy"]
+    assert headline["probe"]["fault_rate"] == probe["final"]["fault_rate"]
+    assert headline["probe"]["vs_base"] == diff["diff"]
+    assert headline["probe"]["vs_base_lo"] == diff["diff_ci"][0]
+    assert "patients' own words" in (reports / "report.html").read_text()
     assert headline["proxy_ablation"]["dynamic"]["final_accuracy"] is not None
     for mode in ("static", "dynamic"):
         assert headline["proxy_ablation"][mode]["known_selected"] == proxy[mode]["known_selected"]
@@ -516,6 +529,10 @@ def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
         assert ids["train"] and ids["test"]
         assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"]
     assert (repo_copy / "data" / "global" / "test.jsonl").stat().st_size > 0
+    probe = read_samples(repo_copy / "data" / "global" / "probe.jsonl")
+    chain = (repo_copy / "data" / "heldout" / "base.jsonl").read_text().splitlines()
+    assert len(probe.accepted) == 8 and not probe.rejects  # patients' own words, held out
+    assert sum(json.loads(line)["split"] == "probe" for line in chain) == 8
     assert (repo_copy / "data" / "general" / "replay.jsonl").stat().st_size > 0
     check_train_evaluate_deploy(repo_copy / "runs" / "main")
 

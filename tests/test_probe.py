@@ -27,7 +27,7 @@ from cift.data.splits import contamination_filter
 from cift.evaluate.eval_file import usable_cases
 from cift.generate.batches import Contamination, synthetic_splits
 from cift.generate.probe import probe_set
-from cift.io.jsonl import write_jsonl_atomic
+from cift.io.jsonl import read_samples, write_jsonl_atomic
 from cift.kb import load_kb
 from tests.conftest import bag_embed, compose
 
@@ -170,6 +170,8 @@ def test_cift_eval_file_reads_the_probe_file_as_written(tiny, tmp_path):
     samples = probe_set(cfg, kb, check)["samples"]
     path = tmp_path / "probe.jsonl"
     write_jsonl_atomic(path, samples)
+    read = read_samples(path)  # a well-formed sample file too
+    assert len(read.accepted) == len(samples) and not read.rejects
     cases, counts = usable_cases(path, "input", "gold", kb)
     assert counts["rejected"] == counts["unresolved_labels"] == 0
     # the same ids, prompt and gold as the continual stage scores (answers are shared)

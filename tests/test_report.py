@@ -343,6 +343,9 @@ def test_headline_has_the_same_scalar_keys_whatever_the_experiment_ran(workspace
     continual = json.loads((workspace.reports / "continual.json").read_text())
     final = {"accuracy": 0.3, "accuracy_ci": [0.2, 0.4], "ranked_accuracy": 0.6}
     continual |= {"ACC_ci": [0.3, 0.45], "global": {"final": final}}
+    probe = {"n_scored": 120, "accuracy": 0.5, "accuracy_ci": [0.4, 0.6], "fault_rate": 0.05}
+    continual["probe"] = {"final": probe, "base": {"accuracy": 0.1, "fault_rate": 0.6}}
+    continual["probe"]["vs_base"] = {"accuracy": {"diff": 0.4, "diff_ci": [0.3, 0.5], "n": 120}}
     write_json_atomic(workspace.reports / "continual.json", continual)
     write_reports(workspace.cfg, root, topic_embed)
     head = json.loads((workspace.reports / "metrics.json").read_text())
@@ -358,6 +361,17 @@ def test_headline_has_the_same_scalar_keys_whatever_the_experiment_ran(workspace
     assert leaves["promotions"] == 1 and leaves["proxy_ablation.static.redundant_selected"] == 1
     assert leaves["proxy_ablation.static.known_selected"] is None  # known@b2 did not run here
     assert leaves["proxy_ablation.dynamic_vs_static.verdict"] == "inconclusive"
+    # patients' own words: final production's scores, fault rate, and final − base
+    assert (leaves["probe.accuracy"], leaves["probe.accuracy_lo"], leaves["probe.n"]) == (
+        0.5,
+        0.4,
+        120,
+    )
+    assert (leaves["probe.fault_rate"], leaves["probe.base_fault_rate"]) == (0.05, 0.6)
+    assert (leaves["probe.vs_base"], leaves["probe.vs_base_hi"]) == (0.4, 0.5)
+    assert leaves["probe.vs_base_ranked"] is None  # a key, even without the figure
+    page = (workspace.reports / "report.html").read_text()
+    assert "patients&#x27; own words" in page and "0.400" in page  # the table and the difference
     # an experiment that ran neither Table 1 nor the chain's report inputs: the same keys
     empty = headline("random_subset", {}, {"full": None, "filtered": None}, None, {})
     assert set(flat(empty)) == set(leaves) and empty["experiment"] == "random_subset"

@@ -230,7 +230,20 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
         },
     }
     continual = {"R": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4]], "rows": ["base", "b1", "b2"]}
+    final = {"n_scored": 120, "accuracy": 0.4, "accuracy_ci": [0.3, 0.5], "fault_rate": 0.05}
+    base = {"n_scored": 120, "accuracy": 0.1, "accuracy_ci": [0.05, 0.15], "fault_rate": 0.5}
+    vs_base = {"accuracy": {"diff": 0.3, "diff_ci": [0.2, 0.4], "n": 120}}
+    continual |= {"global": {"final": final}, "probe": {"final": final, "base": base}}
+    continual["probe"]["vs_base"] = vs_base
     tables = report_tables(reports, continual, ["b1", "b2"])
+    columns, rows = tables["heldout"]  # final and base on the global test and the probe set
+    held = [dict(zip(columns, r, strict=True)) for r in rows]
+    assert [(r["set"][:5], r["model"]) for r in held] == [
+        ("globa", "final"),
+        ("probe", "final"),
+        ("probe", "base"),
+    ]
+    assert (held[2]["accuracy_hi"], held[2]["fault_rate"]) == (0.15, 0.5)
     columns, rows = tables["table1"]
     assert [r[0] for r in rows] == ["full", "filtered"]
     assert dict(zip(columns, rows[1], strict=True))["vs_base_hi"] == 0.2
@@ -265,6 +278,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
         "proxy_ablation": "Table",
         "proxy_known": "Table",
         "R": "Table",
+        "heldout": "Table",
         "plots/accuracy_per_batch": "Image",
     }
     assert run.logged["R"].columns == ["row", "version", "b1", "b2"]
@@ -273,6 +287,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
     assert run.summary["proxy_ablation/static/known_selected"] == 3
     assert run.summary["known_claim"] == "supported"
     assert run.summary["proxy_ablation/known_share_diff_hi"] == -0.1
+    assert run.summary["probe/vs_base"] == 0.3 and run.summary["probe/base_fault_rate"] == 0.5
 
     import wandb  # and a real (offline) run takes the tables, with their empty cells, and images
 
@@ -282,7 +297,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
         log_report(real, reports, continual, ["b1", "b2"], tmp_path / "plots")
     wandb.teardown()
     (folder,) = (tmp_path / "logs" / "wandb" / "wandb").glob("offline-run-*")
-    assert len(list(folder.glob("files/media/table/*.table.json"))) == 4
+    assert len(list(folder.glob("files/media/table/*.table.json"))) == 5
     assert list(folder.glob("files/media/images/plots/accuracy_per_batch*.png"))
 
 
