@@ -3,9 +3,9 @@ doctor online, unlike every input the training renderers (`cift.data.render`) pr
 
 A message is 1-4 sentences of casual prose built from the record's symptoms in the KB's lay
 phrases (any phrase the KB gives that symptom, drawn afresh), a duration in words, sometimes the
-writer's age and sex, a hedge and a worry. It has no headings or speaker labels, no exam findings
-or test results (patients rarely know them), and never names the condition. The probe set tells
-whether a model learned to diagnose or only to read the generator's templates.
+writer's age and sex, and a worry, often hedged. It has no headings or speaker labels, no exam
+findings or test results (patients rarely know them), and never names the condition. The probe
+set tells whether a model learned to diagnose or only to read the generator's templates.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ _GREETINGS = ("Hi, ", "Hello, ", "Hi there, ", "Morning, ", "")
 _OPENERS = (
     "{greet}{subj} been unwell for {dur} - {list}.",
     "{greet}{subj} been feeling rough for {dur} - {list}.",
-    "{Greet}{list}, going on {dur}.",
-    "{Greet}{list}, started {dur} ago.",
-    "{Greet}{list}, on and off for {dur}.",
+    "{greet}{list}, going on {dur}.",
+    "{greet}{list}, started {dur} ago.",
+    "{greet}{list}, on and off for {dur}.",
     "{greet}{subj} not been right for {dur} - {list}.",
     "{greet}for {dur} {subj} had this going on - {list}.",
 )
@@ -125,6 +125,7 @@ FRAMES: tuple[str, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=8)  # KBs are immutable and hash by identity
 def lay_variants(kb: Any) -> dict[str, tuple[str, ...]]:
     """Symptom clinical name (lowercase) -> every lay phrase the KB gives it, in KB order."""
     out: dict[str, list[str]] = {}
@@ -179,7 +180,6 @@ def compose_message(record: dict, kb: Any, rng: random.Random) -> str:
     parts = [
         opener.format(
             greet=greet,
-            Greet=greet,
             subj=subj,
             dur=_duration(int(record["duration_days"]), rng),
             list=_listing([lay(s) for s in lead], rng),
@@ -278,7 +278,10 @@ def probe_message(record: dict, kb: Any, rng: random.Random) -> str:
         why = why or reads_like_training(message, record, kb)
         if why is None:
             return message
-    raise ValueError(f"probe record {record['id']}: no acceptable message in {_MAX_TRIES} tries")
+    raise ValueError(
+        f"probe record {record['id']} ({cond.name}): no acceptable message in {_MAX_TRIES}"
+        f" tries; the last {why}"
+    )
 
 
 def probe_records(kb: Any, n: int, seed: int) -> list[dict]:
