@@ -22,6 +22,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "data.min_val_records": int,
     "data.global_test_per_condition": int,
     "data.probe_records": int,
+    "data.table1_test_records": int,
     "data.styles": list,
     "data.batches": list,
     "generate.min_steps": int,
@@ -32,6 +33,8 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "filter.name": str,
     "gate.metric": str,
     "gate.margin": NUMBER,
+    "report.margin": NUMBER,
+    "report.max_cost_ratio": NUMBER,
 }
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -57,8 +60,11 @@ def validate_params(cfg: DictConfig, where: str | Path = "params.yaml") -> None:
     _check_teacher(plain["teacher"], where)
     if plain["gate"]["metric"] not in ("ranked", "generated"):
         raise ConfigError(f"{where}: gate.metric: expected ranked or generated")
-    if plain["gate"]["margin"] < 0:
-        raise ConfigError(f"{where}: gate.margin: expected a number >= 0")
+    for key in ("gate.margin", "report.margin", "report.max_cost_ratio"):
+        if _get(plain, key) < 0:
+            raise ConfigError(f"{where}: {key}: expected a number >= 0")
+    if plain["data"]["table1_test_records"] < 1:
+        raise ConfigError(f"{where}: data.table1_test_records: expected an int >= 1")
     _check_batches(plain["data"]["batches"], where)
 
 

@@ -37,14 +37,18 @@ def tiny():
 
 
 def _earlier_eval(result: dict, name: str) -> list[dict]:
-    """The global test set and every val/test record of the batches before `name`."""
+    """The global and Table 1 test sets and every val/test record of the batches before `name`."""
     names = list(result["batches"])
-    return list(result["global_test"]) + [
-        r
-        for earlier in names[: names.index(name)]
-        for side in ("val", "test")
-        for r in result["batches"][earlier][side]
-    ]
+    return (
+        list(result["global_test"])
+        + list(result["table1_test"])
+        + [
+            r
+            for earlier in names[: names.index(name)]
+            for side in ("val", "test")
+            for r in result["batches"][earlier][side]
+        ]
+    )
 
 
 def _assert_no_cross_batch_leak(cfg, kb, result, embed_fn) -> None:
@@ -101,6 +105,37 @@ def test_no_cross_batch_leak_by_the_minilm_rule_small():
     _assert_no_cross_batch_leak(cfg, kb, result, minilm_embedder())
 
 
+@pytest.mark.parametrize("profile", ["small", "tiny"])
+def test_table1_test_set_is_batch_one_distribution_and_leak_free(profile, small, tiny):
+    """Table 1's test set: the configured size, ids of its own, the first batch's focus
+    departments over-represented as in its records, no record close to any batch's training,
+    and in the held-out chain the first batch's training is checked against."""
+    cfg, kb, result = small if profile == "small" else tiny
+    test = result["table1_test"]
+    assert len(test) == cfg.data.table1_test_records
+    assert all(r["id"].startswith("t1-") for r in test)
+    assert not {r["id"] for r in test} & {r["id"] for r in result["global_test"]}
+    focus = set(cfg.data.batches[0].focus)
+    in_kb = sum(c.department in focus for c in kb.conditions) / len(kb.conditions)
+    in_test = sum(r["department"] in focus for r in test) / len(test)
+    in_first = [r["department"] in focus for r in result["batches"]["b1"]["train"]]
+    assert in_test >= in_kb and abs(in_test - sum(in_first) / len(in_first)) < 0.25
+    rule = cfg.data.contamination
+    train = [r for split in result["batches"].values() for r in split["train"]]
+    _, dropped, _ = contamination_filter(
+        train,
+        test,
+        texts_fn=lambda r: record_text(r, kb, cfg),
+        embed_fn=bag_embed,
+        cosine=rule.cosine,
+        ngram=rule.ngram,
+        ngram_overlap=rule.ngram_overlap,
+    )
+    assert dropped == []
+    chained = {e["id"] for e in result["heldout"] if e["split"] == "table1_test"}
+    assert chained == {r["id"] for r in test}
+
+
 def test_small_validation_splits_decide(small):
     cfg, _, result = small
     assert cfg.data.min_val_records >= 20
@@ -113,9 +148,16 @@ def test_small_validation_splits_decide(small):
 @pytest.mark.parametrize("profile", ["small", "tiny"])
 def test_evaluation_inputs_never_name_the_gold_condition(profile, small, tiny):
     cfg, kb, result = small if profile == "small" else tiny
-    evals = list(result["global_test"]) + [
-        r for split in result["batches"].values() for side in ("val", "test") for r in split[side]
-    ]
+    evals = (
+        list(result["global_test"])
+        + list(result["table1_test"])
+        + [
+            r
+            for split in result["batches"].values()
+            for side in ("val", "test")
+            for r in split[side]
+        ]
+    )
     assert len(evals) > len(result["global_test"])
     named = []
     for record in evals:

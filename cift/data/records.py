@@ -16,7 +16,7 @@ import functools
 import random
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cift.kb.loader import alias_in
@@ -25,6 +25,7 @@ MIN_SYMPTOMS = 3
 MAX_NOISE = 2
 DEFAULT_DURATION_DAYS = (1, 14)
 URGENT_DURATION_DAYS = (1, 2)
+FOCUS_WEIGHT = 3.0  # a focus department's conditions are drawn this much more often
 
 
 def _condition(kb: Any, condition: Any) -> Any:
@@ -171,7 +172,7 @@ def sample_batches(
     records_per_batch: int,
     seed: int,
     *,
-    focus_weight: float = 3.0,
+    focus_weight: float = FOCUS_WEIGHT,
     repeat_fraction: float = 0.2,
     near_duplicate_fraction: float = 0.1,
     trainable: Callable[[str, list[dict]], Iterable[dict]] | None = None,
@@ -230,10 +231,32 @@ def sample_global_test(kb: Any, per_condition: int, seed: int) -> list[dict]:
     Each condition's records come from its own rng (seed and a CRC of its name), so adding a
     condition to the KB does not change the other conditions' records.
     """
+    counts = {cond.name: per_condition for cond in kb.conditions}
+    return sample_held_out(kb, counts, seed, batch="global", prefix="g")
+
+
+def sample_held_out(
+    kb: Any, counts: Mapping[str, int], seed: int, *, batch: str, prefix: str
+) -> list[dict]:
+    """`counts[name]` records of each named condition, in KB order: ids "<prefix>-0001"...
+
+    Each condition's records come from its own rng (seed and a CRC of its name), as in
+    `sample_global_test`."""
     records = []
     for cond in kb.conditions:
         rng = random.Random(seed * 1_000_003 + zlib.crc32(cond.name.encode("utf-8")))
-        for _ in range(per_condition):
-            rid = f"g-{len(records) + 1:04d}"
-            records.append(sample_record(kb, cond, rng, record_id=rid, batch="global"))
+        for _ in range(counts.get(cond.name, 0)):
+            rid = f"{prefix}-{len(records) + 1:04d}"
+            records.append(sample_record(kb, cond, rng, record_id=rid, batch=batch))
     return records
+
+
+def batch_conditions(
+    kb: Any, spec: Mapping[str, Any], n: int, seed: int, *, focus_weight: float = FOCUS_WEIGHT
+) -> list[str]:
+    """`n` condition names drawn as a batch's fresh records draw them (`spec`'s focus
+    departments weighted `focus_weight`, see `sample_batches`): a test set from that batch's
+    distribution."""
+    rng = random.Random(f"{seed}-{spec['name']}-conditions")
+    weights = _weights(kb, spec.get("focus", []), focus_weight)
+    return [c.name for c in rng.choices(list(kb.conditions), weights, k=n)]

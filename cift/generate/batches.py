@@ -17,7 +17,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cift.config import domain_kb
-from cift.data.records import sample_batches, sample_global_test
+from cift.data.records import (
+    batch_conditions,
+    sample_batches,
+    sample_global_test,
+    sample_held_out,
+)
 from cift.data.redact import redact_sample
 from cift.data.reference import reference_answer
 from cift.data.sample import record_sample, sample_task
@@ -146,12 +151,14 @@ def synthetic_splits(
     """The global test set and every synthetic batch's splits, computed in memory in DAG order.
 
     What global_test and generate@<i> write, without a teacher: each batch sees the held-out
-    entries of the global test set, the probe set and the batches before it (tests,
+    entries of the global and Table 1 test sets, the probe set and the batches before it (tests,
     measurements)."""
     check = check or Contamination(cfg, kb)
     all_records = synthetic_records(cfg, kb)
     gtest = global_test(cfg, kb, check=check)["test"]
+    t1 = table1_test(cfg, kb, check=check)["test"]
     heldout = heldout_entries(gtest, "global_test", check.text)
+    heldout += heldout_entries(t1, "table1_test", check.text)
     from cift.generate.probe import probe_set  # probe.py builds on this module
 
     heldout += probe_set(cfg, kb, check)["heldout"]
@@ -162,11 +169,11 @@ def synthetic_splits(
         heldout = heldout + [
             e for s in ("val", "test") for e in heldout_entries(split[s], s, check.text)
         ]
-    return {"global_test": gtest, "batches": batches, "heldout": heldout}
+    return {"global_test": gtest, "table1_test": t1, "batches": batches, "heldout": heldout}
 
 
 def training_records(cfg: DictConfig, kb: KnowledgeBase) -> list[dict]:
-    """Every synthetic batch's training records (what a held-out set must not near-duplicate)."""
+    """Every synthetic batch's training records (what no evaluation record may near-duplicate)."""
     return [
         r
         for batch, recs in synthetic_records(cfg, kb).items()
@@ -174,33 +181,86 @@ def training_records(cfg: DictConfig, kb: KnowledgeBase) -> list[dict]:
     ]
 
 
+def _leak_free(
+    kb: KnowledgeBase,
+    want: dict[str, int],
+    train: list[dict],
+    check: Contamination,
+    draw: Callable[[KnowledgeBase, int], list[dict]],
+    prefix: str,
+) -> dict:
+    """`want[condition]` records per condition that near-duplicate no `train` record.
+
+    `draw(short_kb, round)` gives candidates for the conditions still short, in growing rounds
+    (4x, then 8x, 16x, 32x what is wanted); kept records get ids "<prefix>-0001"... in KB
+    order, which say nothing about the round they came from."""
+    chosen: dict[str, list[dict]] = {name: [] for name in want}
+    dropped: list[dict] = []
+    examined = 0
+    for round_ in range(4):
+        missing = {n: k - len(chosen[n]) for n, k in want.items() if len(chosen[n]) < k}
+        if not missing:
+            break
+        candidates = draw(kb.subset(list(missing)), round_)
+        kept, bad = check.evals(train, candidates)
+        examined, dropped = examined + len(candidates), dropped + bad
+        for r in kept:
+            if len(chosen[r["condition"]]) < want[r["condition"]]:
+                chosen[r["condition"]].append(r)
+    test = [r for name in kb.names if name in chosen for r in chosen[name]]
+    for i, r in enumerate(test):
+        r["id"] = f"{prefix}-{i + 1:04d}"
+    rate = len(dropped) / examined if examined else 0.0
+    return {"test": test, "contamination": {"dropped": dropped, "rate": rate}}
+
+
 def global_test(cfg: DictConfig, kb: KnowledgeBase, *, check: Contamination | None = None) -> dict:
     """The fixed global test set: `data.global_test_per_condition` records of every condition
     that near-duplicate no batch's training record (candidates drawn in growing rounds)."""
     per = cfg.data.global_test_per_condition
-    train = [
-        r
-        for batch, recs in synthetic_records(cfg, kb).items()
-        for r in _split(cfg, recs, batch)["train"]
-    ]
-    check = check or Contamination(cfg, kb)
-    chosen: dict[str, list[dict]] = {name: [] for name in kb.names}
-    dropped: list[dict] = []
-    examined = 0
-    for round_ in range(4):  # 4x, then 8x, 16x, 32x candidates for the conditions still short
-        short = kb.subset([n for n, got in chosen.items() if len(got) < per])
-        if not short.names:
-            break
-        candidates = sample_global_test(short, per * 4 << round_, cfg.seed + round_)
-        kept, bad = check.evals(train, candidates)
-        examined, dropped = examined + len(candidates), dropped + bad
-        for r in kept:
-            if len(chosen[r["condition"]]) < per:
-                chosen[r["condition"]].append(r)
-    test = [r for name in kb.names for r in chosen[name]]
-    for i, r in enumerate(test):  # ids say nothing about the round a record came from
-        r["id"] = f"g-{i + 1:04d}"
-    return {"test": test, "contamination": {"dropped": dropped, "rate": len(dropped) / examined}}
+    return _leak_free(
+        kb,
+        {name: per for name in kb.names},
+        training_records(cfg, kb),
+        check or Contamination(cfg, kb),
+        lambda short, round_: sample_global_test(short, per * 4 << round_, cfg.seed + round_),
+        "g",
+    )
+
+
+TABLE1_BATCH = "table1"  # the `batch` of Table 1's test records (ids "t1-0001"...)
+
+
+def table1_test(cfg: DictConfig, kb: KnowledgeBase, *, check: Contamination | None = None) -> dict:
+    """Table 1's test set: `data.table1_test_records` records from the first batch's own
+    distribution (its conditions drawn with its focus weights, as its records are), none of
+    which near-duplicates any batch's training record. The condition mix is drawn first and
+    kept: a condition whose candidates are often dropped is topped up, not under-represented."""
+    first = OmegaConf.to_container(cfg.data.batches[0], resolve=True)
+    if first.get("source") != "synthetic":
+        raise ValueError(
+            f"params.yaml: data.batches[0] ({first.get('name')!r}) is not synthetic: "
+            "Table 1's test set is drawn from the first batch's distribution"
+        )
+    n = int(cfg.data.table1_test_records)
+    want = dict(Counter(batch_conditions(kb, first, n, cfg.seed)))
+
+    def draw(short: KnowledgeBase, round_: int) -> list[dict]:
+        counts = {name: want[name] * 4 << round_ for name in short.names}
+        seed = cfg.seed * 1000 + 500 + round_  # not the global test set's seeds
+        # the whole KB: a record's noise symptoms come from every condition, as in batch 1
+        return sample_held_out(kb, counts, seed, batch=TABLE1_BATCH, prefix="t1")
+
+    result = _leak_free(
+        kb, want, training_records(cfg, kb), check or Contamination(cfg, kb), draw, "t1"
+    )
+    got = len(result["test"])
+    if got < n:
+        raise ValueError(
+            f"params.yaml: data.table1_test_records={n}: only {got} records of batch "
+            f"{first['name']!r}'s conditions near-duplicate no training record"
+        )
+    return result
 
 
 class Contamination:
