@@ -26,7 +26,7 @@ from cift.train.data import (
     tokenize_sample,
     tokenize_samples,
 )
-from cift.train.fit import train_adapter
+from cift.train.fit import epochs_and_max_steps, planned_steps, train_adapter
 from cift.train.module import lr_lambda, supervised_loss, wrap_lora
 
 SYSTEM = "You are an experienced physician."
@@ -291,6 +291,43 @@ def test_fit_summary_counts_every_non_padding_token(spec, tokenizer, tmp_path):
     # the next version starts from this one (train.init=production)
     nxt = _fit(spec, tmp_path, "v2", init_adapter=tmp_path / "v1", cfg=_cfg(epochs=1))
     assert nxt["init"] == "production" and nxt["optimizer_steps"] == 6
+
+
+def test_epochs_and_max_steps_from_min_steps():
+    assert epochs_and_max_steps(6, 2, None) == (2, -1)  # null: the epochs decide
+    assert epochs_and_max_steps(6, 2, 12) == (2, -1)  # the epochs already give enough
+    assert epochs_and_max_steps(6, 2, 13) == (3, 13)  # one more epoch, stopped at 13
+    assert epochs_and_max_steps(2, 1, 7) == (4, 7)
+    with pytest.raises(ValueError, match="min_steps"):
+        epochs_and_max_steps(0, 1, 3)
+
+
+def test_min_steps_trains_a_small_selection_for_a_large_ones_steps(spec, tmp_path):
+    """Table 1's equal-compute arm: 4 samples trained for the optimizer steps that 12 take."""
+    full_steps = planned_steps(12, _cfg(epochs=1), TRAINER)
+    assert full_steps == 6  # 12 domain + 12 replay samples in batches of 4
+    cfg = _cfg(epochs=1, min_steps=full_steps)
+    assert (
+        planned_steps(4, cfg, TRAINER) == full_steps
+        and planned_steps(4, _cfg(epochs=1), TRAINER) == 2
+    )
+    summary = train_adapter(
+        cfg,
+        TRAINER,
+        spec,
+        _samples(4),
+        _samples(5, "r", words=1),
+        system_prompt=SYSTEM,
+        out_dir=tmp_path / "small",
+        ckpt_dir=tmp_path / "small-ckpt",
+        init_adapter=None,
+        seed=7,
+    )
+    assert summary["optimizer_steps"] == full_steps and summary["epochs"] == 3
+    assert summary["min_steps"] == full_steps and summary["n"] == 4
+    # stopped mid-epoch at the count: 7 steps on 2 batches per epoch
+    partial = _fit(spec, tmp_path, "partial", cfg=_cfg(epochs=1, min_steps=7))
+    assert partial["optimizer_steps"] == 7 and partial["epochs"] == 2
 
 
 class _KillAt(L.Callback):

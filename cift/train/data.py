@@ -110,6 +110,13 @@ def tokenize_samples(
     ]
 
 
+def replay_count(n_domain: int, ratio: float) -> int:
+    """Replay samples mixed into `n_domain` domain samples at `train.mix_ratio` = `ratio`."""
+    if ratio < 0:
+        raise ValueError(f"train.mix_ratio must be >= 0, got {ratio}")
+    return round(ratio * n_domain)
+
+
 def mix_replay(
     domain: Sequence[dict], replay: Sequence[dict], ratio: float, seed: int
 ) -> tuple[list[dict], list[bool], dict]:
@@ -118,9 +125,7 @@ def mix_replay(
     Every replay sample is used once before any repeats; when there are too few, the rest are
     drawn with replacement. Returns (samples, is_replay flags, counts).
     """
-    if ratio < 0:
-        raise ValueError(f"train.mix_ratio must be >= 0, got {ratio}")
-    want = round(ratio * len(domain))
+    want = replay_count(len(domain), ratio)
     if want and not replay:
         raise ValueError(f"train.mix_ratio={ratio} needs replay samples, but none were given")
     rng = random.Random(f"replay-{seed}")

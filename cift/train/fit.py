@@ -22,7 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cift.models.adapter_format import check_base_hash
 from cift.train.adapters import init_from_adapter, save_adapter
-from cift.train.data import SFTDataModule, mix_replay, tokenize_samples
+from cift.train.data import (
+    SFTDataModule,
+    batches_per_rank,
+    mix_replay,
+    replay_count,
+    tokenize_samples,
+)
 from cift.train.module import LoRAModule, keep_activation_dtype, wrap_lora
 
 INITS = ("production", "fresh")
@@ -70,6 +76,45 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def _world_size(trainer_cfg: dict) -> int:
+    """Ranks the configured Trainer trains on (1 where `devices` is not a count, e.g. "auto")."""
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
+    count = (
+        devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else 1
+    )
+    return max(1, count) * max(1, int(nodes or 1))
+
+
+def steps_per_epoch(n_domain: int, cfg_train: Any, trainer_cfg: Any) -> int:
+    """Optimizer steps of one epoch over `n_domain` domain samples and their replay mix: what
+    Lightning counts as global steps (batches per rank over accumulate_grad_batches)."""
+    cfg, tcfg = dict(_plain(cfg_train)), dict(_plain(trainer_cfg))
+    n = n_domain + replay_count(n_domain, float(cfg.get("mix_ratio", 0.0)))
+    batches = batches_per_rank(n, int(cfg["batch_size"]), _world_size(tcfg))
+    return math.ceil(batches / int(tcfg.get("accumulate_grad_batches", 1) or 1))
+
+
+def planned_steps(n_domain: int, cfg_train: Any, trainer_cfg: Any) -> int:
+    """Optimizer steps `train_adapter` takes on `n_domain` domain samples: `train.epochs` full
+    epochs, or `train.min_steps` when the epochs give fewer (see `epochs_and_max_steps`)."""
+    cfg = dict(_plain(cfg_train))
+    epochs, max_steps = epochs_and_max_steps(
+        steps_per_epoch(n_domain, cfg, trainer_cfg), int(cfg["epochs"]), cfg.get("min_steps")
+    )
+    return max_steps if max_steps > 0 else epochs * steps_per_epoch(n_domain, cfg, trainer_cfg)
+
+
+def epochs_and_max_steps(per_epoch: int, epochs: int, min_steps: int | None) -> tuple[int, int]:
+    """(max_epochs, max_steps) for the Trainer. `train.min_steps` null: the epochs decide
+    (max_steps -1). Set, and the epochs give fewer optimizer steps: as many epochs as it takes,
+    stopped at exactly `min_steps` (a small selection trained for a large one's compute)."""
+    if min_steps is None or epochs * per_epoch >= int(min_steps):
+        return epochs, -1
+    if int(min_steps) < 1 or per_epoch < 1:
+        raise ValueError(f"train.min_steps={min_steps}: needs a positive count and data")
+    return math.ceil(int(min_steps) / per_epoch), int(min_steps)
+
+
 def build_trainer(
     trainer_cfg: Any,
     *,
@@ -78,8 +123,10 @@ def build_trainer(
     every_n_steps: int,
     logger: Any = None,
     callbacks: list | None = None,
+    max_steps: int = -1,
 ) -> L.Trainer:
-    """The configured Trainer with max_epochs from train.epochs and a last.ckpt checkpointer."""
+    """The configured Trainer with max_epochs from train.epochs (max_steps from train.min_steps,
+    see `epochs_and_max_steps`) and a last.ckpt checkpointer."""
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -89,6 +136,7 @@ def build_trainer(
     return instantiate(
         OmegaConf.create(_plain(trainer_cfg)),
         max_epochs=epochs,
+        max_steps=max_steps,
         callbacks=[checkpoint, _Clock(), *(callbacks or [])],
         logger=logger if logger is not None else False,
         enable_checkpointing=True,
@@ -115,7 +163,8 @@ def train_adapter(
     """Fit a LoRA adapter on domain + replay samples, save it to `out_dir`, return the summary.
 
     `train.init=production` starts from `init_adapter` (the deployed version; None = nothing
-    deployed yet, so fresh); `fresh` starts from a zero adapter. Summary: n (domain samples),
+    deployed yet, so fresh); `fresh` starts from a zero adapter. `train.min_steps` (null: the
+    epochs decide) trains at least that many optimizer steps. Summary: n (domain samples),
     replay, train_tokens (non-padding tokens the optimiser saw, replay included, all epochs),
     optimizer_steps, wall_seconds (training loop, s), tokens_per_s, final_loss (mean response-token
     loss of the last epoch), plus supervised_tokens, truncated, init, replay_counts.
@@ -150,13 +199,16 @@ def train_adapter(
     )
     resume = _resume_path(ckpt_dir, fingerprint)
     every = int(cfg.get("ckpt_every_n_steps", 50))
+    per_epoch = steps_per_epoch(len(domain_samples), cfg, tcfg)
+    epochs, max_steps = epochs_and_max_steps(per_epoch, int(cfg["epochs"]), cfg.get("min_steps"))
     trainer = build_trainer(
         tcfg,
-        epochs=int(cfg["epochs"]),
+        epochs=epochs,
         ckpt_dir=ckpt_dir,
         every_n_steps=every,
         logger=logger,
         callbacks=callbacks,
+        max_steps=max_steps,
     )
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     if not trainer.state.finished:
@@ -175,6 +227,8 @@ def train_adapter(
         "replay": replay_counts["replay"],
         "train_tokens": tokens,
         "optimizer_steps": int(trainer.global_step),
+        "epochs": epochs,  # train.epochs, or what train.min_steps took
+        "min_steps": cfg.get("min_steps"),
         "wall_seconds": round(seconds, 3),
         "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
         "final_loss": None if final is None or math.isnan(final) else round(final, 6),
