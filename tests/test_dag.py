@@ -37,6 +37,10 @@ def run(
     return proc
 
 
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def check_train_evaluate_deploy(runs: Path) -> None:
     """Each batch: an adapter trained from the last deployed one, a gated evaluation, a pointer."""
     for batch, prev in (("b1", "base"), ("b2", "b1")):
@@ -78,11 +82,23 @@ def check_train_evaluate_deploy(runs: Path) -> None:
     deployed_b1 = json.loads((runs / "b1" / "deployed.json").read_text())
     assert known_summary["deployed"] == deployed_b1["version"]
     assert (runs / "b1" / "known.jsonl").read_text() == ""  # the first batch: nothing to compare
-    arms = {
-        a: json.loads((runs / "table1" / f"{a}.json").read_text()) for a in ("full", "filtered")
-    }
+    names = ("base", "full", "filtered", "random", "equal_compute")
+    arms = {a: json.loads((runs / "table1" / f"{a}.json").read_text()) for a in names}
     assert arms["full"]["n"] > arms["filtered"]["n"] > 0
     assert arms["full"]["base"] == arms["filtered"]["base"]  # same cases, same cached base answers
+    assert arms["random"]["n"] == arms["filtered"]["n"] == arms["equal_compute"]["n"]
+    assert arms["base"]["n"] == 0 and arms["base"]["train_tokens"] == 0
+    assert arms["base"]["accuracy"] == arms["full"]["base"]["accuracy"]
+    steps = {a: arms[a]["optimizer_steps"] for a in names}
+    assert steps["equal_compute"] == steps["full"] > steps["filtered"] > 0  # train.min_steps
+    table1_test = jsonl(runs.parent.parent / "data" / "global" / "table1_test.jsonl")
+    assert len(table1_test) == 12 and table1_test[0]["id"].startswith("t1-")
+    for arm in names:  # scored on Table 1's own test set, every case under both metrics
+        assert arms[arm]["n_scored"] == 12 and arms[arm]["seconds"] > 0
+        cases = jsonl(runs / "table1" / arm / "cases.jsonl")
+        assert len(cases) == 12 and {"id", "generated", "ranked"} <= set(cases[0])
+    heldout = jsonl(runs.parent.parent / "data" / "heldout" / "base.jsonl")
+    assert {e["split"] for e in heldout} == {"global_test", "table1_test"}
     continual = json.loads((runs.parent.parent / "reports" / "continual.json").read_text())
     assert len(continual["R"]) == 3 and all(len(row) == 2 for row in continual["R"])
     assert continual["rows"][0] == "main/base" and 0.0 <= continual["ACC"] <= 1.0
@@ -114,16 +130,32 @@ def check_reports(reports: Path) -> None:
         summary["seconds_per_stage"]
     )
     table1 = json.loads((reports / "table1.json").read_text())
-    for arm in ("full", "filtered"):
+    for arm in ("base", "full", "filtered", "random", "equal_compute"):
         assert {
             "accuracy",
             "accuracy_ci",
+            "ranked_accuracy",
+            "ranked_accuracy_ci",
             "fault_cases",
             "fault_rate",
             "n",
             "train_tokens",
             "train_seconds",
+            "seconds",
+            "vs_base",
+            "vs_base_ranked",
         } <= set(table1[arm])
+    claims = {c["claim"] for c in table1["claims"]}
+    assert {
+        "filtered matches full",
+        "filtered at a third of the cost",
+        "equal compute: filtered at full's steps matches full",
+        "filtering beats random",
+    } == claims
+    for claim in table1["claims"]:
+        assert claim["verdict"] in ("supported", "not supported", "inconclusive")
+        assert claim["estimate"] is not None  # every arm ran
+        assert claim["ci"] is None or claim["ci"][0] <= claim["estimate"] <= claim["ci"][1]
     proxy = json.loads((reports / "proxy_ablation.json").read_text())
     for mode in ("static", "dynamic"):
         assert [r["batch"] for r in proxy[mode]["per_batch"]] == ["b2"]
@@ -144,13 +176,16 @@ def check_reports(reports: Path) -> None:
     assert {"R", "ACC", "BWT", "FWT", "general_win_rate"} <= set(continual)
     for name in ("accuracy_per_batch", "ifd_static_vs_dynamic", "cost_vs_accuracy"):
         assert (reports / "plots" / f"{name}.png").stat().st_size > 1000
-    assert (reports / "report.html").read_text().count("data:image/png;base64") == 3
+    page = (reports / "report.html").read_text()
+    assert page.count("data:image/png;base64") == 3
+    assert "equal_compute" in page and "filtering beats random" in page
     headline = json.loads((reports / "metrics.json").read_text())
     assert headline["experiment"] == "main" and headline["promotions"] == summary["promotions"]
-    for arm in ("base", "full", "filtered"):
+    for arm in ("base", "full", "filtered", "random", "equal_compute"):
         scores = headline["table1"][arm]
         assert scores["accuracy_lo"] <= scores["accuracy"] <= scores["accuracy_hi"]
-        assert scores["ranked_accuracy"] is not None
+        assert scores["ranked_accuracy"] is not None and scores["train_tokens"] is not None
+        assert scores["accuracy"] == table1[arm]["accuracy"]
     assert headline["continual"]["ACC"] == continual["ACC"]
     assert headline["continual"]["ACC_ranked"] == continual["ACC_ranked"]
     assert headline["final"]["accuracy"] == continual["global"]["final"]["accuracy"]

@@ -88,6 +88,9 @@ def workspace(tmp_path: Path) -> Workspace:
             "profile_name": "tiny",
             "paths": {"data": "data", "runs": "runs", "reports": "reports"},
             "data": {"batches": [{"name": "b1"}, {"name": "b2"}]},
+            "seed": 0,
+            "gate": {"bootstrap": 500},
+            "report": {"margin": 0.05, "max_cost_ratio": 0.4},
         }
     )
     runs, data = tmp_path / "runs" / "main", tmp_path / "data"
@@ -116,6 +119,14 @@ def workspace(tmp_path: Path) -> Workspace:
                 "seconds": 20.0,
                 "vs_base": {"diff": acc},
             },
+        )
+        right = round(acc * 20)  # Table 1's test cases, each arm's per-case scores
+        write_jsonl_atomic(
+            runs / "table1" / arm / "cases.jsonl",
+            [
+                {"id": f"t1-{i:04d}", "generated": float(i < right), "ranked": 1.0}
+                for i in range(20)
+            ],
         )
     write_json_atomic(
         tmp_path / "reports" / "continual.json",
@@ -164,8 +175,9 @@ def test_summary_and_table1_follow_the_documented_layout(workspace: Workspace):
         "continual",
     ]
     t = table1(workspace)
-    assert set(t) == {"full", "filtered"}
-    for arm in t.values():
+    assert set(t) == {"base", "full", "filtered", "random", "equal_compute", "claims"}
+    assert t["base"] is None and t["random"] is None  # arms that did not run
+    for arm in (t["full"], t["filtered"]):
         assert {
             "accuracy",
             "accuracy_ci",
@@ -176,6 +188,17 @@ def test_summary_and_table1_follow_the_documented_layout(workspace: Workspace):
             "train_seconds",
         } <= set(arm)
     assert t["filtered"]["cost_ratio"] == pytest.approx(1 / 3, abs=1e-3)
+    claims = {(c["claim"], c["metric"]): c for c in t["claims"]}
+    matches = claims[("filtered matches full", "accuracy")]  # 5 of 20 right vs 4 of 20
+    assert matches["estimate"] == pytest.approx(0.05) and matches["n"] == 20
+    assert matches["verdict"] == "supported"  # one case gained, none lost: [0, +0.15]
+    assert claims[("filtered matches full", "ranked_accuracy")]["verdict"] == "supported"
+    assert (
+        claims[("filtered at a third of the cost", "train_tokens ratio filtered / full")]["verdict"]
+        == "supported"
+    )
+    beats = claims[("filtering beats random", "accuracy")]
+    assert beats["verdict"] == "inconclusive" and beats["estimate"] is None  # random did not run
 
 
 def test_write_reports_writes_every_file_and_a_self_contained_page(workspace: Workspace):
@@ -214,6 +237,9 @@ def test_write_reports_writes_every_file_and_a_self_contained_page(workspace: Wo
     assert [r["arm"] for r in cost] == ["full", "filtered", "random"]
     page = (workspace.reports / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "static_proxy" in page
+    assert "filtering beats random" in page and "inconclusive" in page  # the claims table
+    written = json.loads((workspace.reports / "table1.json").read_text())
+    assert written["claims"] == reports["table1"]["claims"]
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
 
 

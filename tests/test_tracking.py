@@ -201,6 +201,16 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
                 "vs_base": {"diff": 0.05, "diff_ci": [-0.1, 0.2]},
                 "cost_ratio": 0.333,
             },
+            "claims": [
+                {
+                    "claim": "filtered matches full",
+                    "metric": "accuracy",
+                    "estimate": 0.05,
+                    "ci": [-0.02, 0.12],
+                    "threshold": -0.05,
+                    "verdict": "supported",
+                }
+            ],
         },
         "proxy_ablation": {
             "static": {
@@ -256,6 +266,9 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
     b2, total = (dict(zip(columns, r, strict=True)) for r in rows)
     assert (b2["static_known"], b2["dynamic_known"], b2["diff_hi"]) == (3, 1, -0.1)
     assert (total["static_selected"], total["p_value"]) == (6, 0.5)
+    columns, rows = tables["table1_claims"]
+    claim = dict(zip(columns, rows[0], strict=True))
+    assert (claim["lo"], claim["hi"], claim["verdict"]) == (-0.02, 0.12, "supported")
 
     import matplotlib.pyplot as plt
 
@@ -275,6 +288,7 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
     kinds = {k: type(v).__name__ for k, v in run.logged.items()}
     assert kinds == {
         "table1": "Table",
+        "table1_claims": "Table",
         "proxy_ablation": "Table",
         "proxy_known": "Table",
         "R": "Table",
@@ -297,7 +311,8 @@ def test_report_tables_and_figures_for_the_report_run(cfg, tmp_path, monkeypatch
         log_report(real, reports, continual, ["b1", "b2"], tmp_path / "plots")
     wandb.teardown()
     (folder,) = (tmp_path / "logs" / "wandb" / "wandb").glob("offline-run-*")
-    assert len(list(folder.glob("files/media/table/*.table.json"))) == 5
+    # table1, its claims, proxy_ablation, proxy_known, R, heldout
+    assert len(list(folder.glob("files/media/table/*.table.json"))) == 6
     assert list(folder.glob("files/media/images/plots/accuracy_per_batch*.png"))
 
 

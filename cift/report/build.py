@@ -13,6 +13,7 @@ from cift.report.collect import (
     proxy_ablation,
     summary,
     table1,
+    table1_runs,
 )
 from cift.report.headline import HEADLINE, headline
 from cift.report.html import render
@@ -34,7 +35,7 @@ def write_reports(cfg: Any, root: str | Path = ".", embed: Embed = minilm_embed)
         "proxy_ablation": proxy_ablation(ws, embed, (ablations or {}).get("static_final_accuracy")),
     }
     continual = ws.read(ws.reports / "continual.json")
-    arms = {arm: ws.read(ws.runs / "table1" / f"{arm}.json") for arm in ("full", "filtered")}
+    arms = table1_runs(ws)
     for name, obj in reports.items():
         write_json_atomic(ws.reports / f"{name}.json", obj)
     write_json_atomic(

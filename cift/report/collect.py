@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from cift.report.claims import case_table, claims
 from cift.report.known import known_ablation, read_known
 from cift.report.redundancy import record_origins, redundancy_per_batch
 from cift.scoring.embeddings import Embed, minilm_embed
@@ -28,7 +29,13 @@ TABLE1_KEYS = (
     "fault_rate",
     "n",
     "train_tokens",
+    "train_seconds",
+    "optimizer_steps",
+    "seconds",
 )
+# Table 1's arms: the base model, every candidate, the filter's selection, a random subset of
+# its size, and the selection trained for full's optimizer steps (stages/table1.py)
+TABLE1_ARMS = ("base", "full", "filtered", "random", "equal_compute")
 
 
 class Workspace:
@@ -63,7 +70,7 @@ class Workspace:
             files[f"known@{b}"] = self.runs / b / "known.json"
             files[f"train@{b}"] = self.runs / b / "train.json"
             files[f"evaluate@{b}"] = self.runs / b / "evaluate.json"
-        for arm in ("full", "filtered"):
+        for arm in TABLE1_ARMS:
             files[f"table1@{arm}"] = self.runs / "table1" / f"{arm}.json"
         files["continual"] = self.reports / "continual.json"
         return files
@@ -100,21 +107,40 @@ def summary(ws: Workspace) -> dict:
     }
 
 
+def table1_runs(ws: Workspace) -> dict[str, dict | None]:
+    """Each arm's table1 stage file (None where the arm did not run)."""
+    return {arm: ws.read(ws.runs / "table1" / f"{arm}.json") for arm in TABLE1_ARMS}
+
+
 def table1(ws: Workspace) -> dict:
-    out = {}
-    for arm in ("full", "filtered"):
-        result = ws.read(ws.runs / "table1" / f"{arm}.json")
+    """reports/table1.json: every arm's figures (None where it did not run), each with the
+    paired difference to the base, and `claims` (cift.report.claims) with their verdicts."""
+    runs = table1_runs(ws)
+    out: dict = {}
+    for arm, result in runs.items():
         if result is None:
             out[arm] = None
             continue
         out[arm] = {k: result.get(k) for k in TABLE1_KEYS} | {
-            "train_seconds": result.get("train_seconds"),
             "vs_base": result.get("vs_base"),
             "vs_base_ranked": result.get("vs_base_ranked"),
         }
-    full, filtered = out["full"], out["filtered"]
-    if full and filtered and full["train_tokens"]:
-        out["filtered"]["cost_ratio"] = round(filtered["train_tokens"] / full["train_tokens"], 3)
+    full_tokens = (out["full"] or {}).get("train_tokens")
+    for arm in ("filtered", "random", "equal_compute"):
+        if out[arm] and full_tokens:
+            out[arm]["cost_ratio"] = round(out[arm]["train_tokens"] / full_tokens, 3)
+    cases = {
+        arm: case_table(ws.jsonl(ws.runs / "table1" / arm / "cases.jsonl")) if runs[arm] else None
+        for arm in TABLE1_ARMS
+    }
+    out["claims"] = claims(
+        runs,
+        cases,
+        margin=float(ws.cfg.report.margin),
+        max_cost_ratio=float(ws.cfg.report.max_cost_ratio),
+        n_boot=int(ws.cfg.gate.bootstrap),
+        seed=int(ws.cfg.seed),
+    )
     return out
 
 

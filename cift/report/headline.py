@@ -17,7 +17,7 @@ from typing import Any
 from cift.report.heldout import probe_headline
 
 HEADLINE = "metrics.json"  # under paths.reports
-ARMS = ("base", "full", "filtered")  # Table 1: the base model and both training arms
+ARMS = ("base", "full", "filtered", "random", "equal_compute")  # Table 1's arms
 SCORES = ("accuracy", "ranked_accuracy")  # generated and ranked diagnosis accuracy
 CONTINUAL = ("ACC", "BWT", "FWT", "ACC_ranked", "BWT_ranked", "FWT_ranked")
 PROXY = (
@@ -49,20 +49,23 @@ def headline(
     continual: Mapping[str, Any] | None,
     proxy_ablation: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The headline from the report's inputs: `table1_runs` maps full/filtered to the table1
-    stage's files (each holds the base model's scores on the same cases), `continual` is
-    continual.json, `summary` and `proxy_ablation` the report's own files."""
+    """The headline from the report's inputs: `table1_runs` maps each arm to its table1 stage
+    file (a trained arm's holds the base model's scores on the same cases too, used when the
+    base arm's own file is missing), `continual` is continual.json, `summary` and
+    `proxy_ablation` the report's own files."""
     continual = continual or {}
-    full, filtered = table1_runs.get("full"), table1_runs.get("filtered")
-    base = (full or {}).get("base") or (filtered or {}).get("base")
-    arms = {"base": base, "full": full, "filtered": filtered}
+    arms = {arm: table1_runs.get(arm) for arm in ARMS}
+    if not arms["base"]:
+        trained = (arms[a] or {} for a in ARMS[1:])
+        arms["base"] = next((r["base"] for r in trained if r.get("base")), None)
     final = (continual.get("global") or {}).get("final")
     return {
         "experiment": experiment,
         # the DVC experiment it ran in (`dvc exp run` sets it; null for a plain `dvc repro`)
         "dvc_exp": os.environ.get("DVC_EXP_NAME"),
         "table1": {
-            arm: scores(arms[arm]) | {"train_tokens": (arms[arm] or {}).get("train_tokens")}
+            arm: scores(arms[arm])
+            | {k: (arms[arm] or {}).get(k) for k in ("train_tokens", "train_seconds", "seconds")}
             for arm in ARMS
         },
         "continual": {k: v for key in CONTINUAL for k, v in with_interval(continual, key).items()},

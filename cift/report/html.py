@@ -103,14 +103,17 @@ def render(folder: Path) -> str:
         "wall_seconds",
     ]
     parts.append(table([{"key": k, "value": summary.get(k)} for k in keys], ["key", "value"]))
-    parts.append("<h2>Table 1: full data vs the filtered third (batch 1, global test)</h2>")
-    arms = [{"arm": a, **r} for a, r in table1.items() if isinstance(r, dict)]
-    parts.append(
-        table(
-            arms,
-            ["arm", "n", "train_tokens", "train_seconds", "accuracy", "accuracy_ci", "fault_cases"],
-        )
-    )
+    parts.append("<h2>Table 1: batch 1's data, five ways (Table 1's test set)</h2>")
+    arms = [
+        {"arm": a, **r, "vs_base": (r.get("vs_base") or {}).get("diff")}
+        for a, r in table1.items()
+        if isinstance(r, dict)
+    ]
+    columns = ["arm", "n", "train_tokens", "optimizer_steps", "train_seconds", "seconds"]
+    columns += ["accuracy", "accuracy_ci", "ranked_accuracy", "ranked_accuracy_ci", "vs_base"]
+    parts.append(table(arms, [*columns, "fault_cases"]))
+    claims = table1.get("claims") or []
+    parts.append(table(claims, ["claim", "metric", "estimate", "ci", "threshold", "n", "verdict"]))
     parts.append(proxy_section(proxy))
     parts.append("<h2>Continual learning</h2>")
     if continual.get("R"):

@@ -35,6 +35,16 @@ def table1_rows(table1: dict) -> Table:
     return columns, rows
 
 
+def claim_rows(table1: dict) -> Table:
+    """Table 1's claims: estimate, interval and verdict (reports/table1.json `claims`)."""
+    columns = ["claim", "metric", "estimate", "lo", "hi", "threshold", "verdict"]
+    rows = [
+        [c["claim"], c["metric"], c["estimate"], *_ci(c["ci"]), c["threshold"], c["verdict"]]
+        for c in table1.get("claims") or []
+    ]
+    return columns, rows
+
+
 def r_rows(continual: dict, batches: list[str]) -> Table:
     """The accuracy matrix R: row 0 the base, row k production after batch k; a column per
     batch's test split."""
@@ -101,11 +111,12 @@ def heldout_rows(continual: dict) -> Table:
 
 
 def report_tables(reports: dict, continual: dict | None, batches: list[str]) -> dict[str, Table]:
-    """{"table1", "R", "heldout", "proxy_ablation", "proxy_known"}: the report's tables (R and
-    heldout only when continual ran, proxy_known only when the paired known comparison is
-    there)."""
+    """{"table1", "table1_claims", "R", "heldout", "proxy_ablation", "proxy_known"}: the report's
+    tables (R and heldout only when continual ran, proxy_known only when the paired known
+    comparison is there)."""
     tables = {
         "table1": table1_rows(reports["table1"]),
+        "table1_claims": claim_rows(reports["table1"]),
         "proxy_ablation": proxy_rows(reports["proxy_ablation"]),
     }
     if reports["proxy_ablation"].get("dynamic_vs_static"):
