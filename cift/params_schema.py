@@ -99,6 +99,9 @@ def _check_batches(batches: list, where: str | Path) -> None:
             raise ConfigError(f"{at}.name: {batch['name']!r} is not a new, path-safe batch name")
         if batch["prev"] not in seen:
             raise ConfigError(f"{at}.prev: {batch['prev']!r} is not 'base' or an earlier batch")
+        size = batch.get("records")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"{at}.records: expected a whole number >= 1, got {size!r}")
         if batch["source"] != "synthetic" and not Path(batch["source"]).is_file():
             raise ConfigError(f"{at}.source: {batch['source']}: no such file")
         seen.add(batch["name"])

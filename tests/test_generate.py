@@ -162,11 +162,22 @@ def test_blind_teacher_is_not_told_the_diagnosis(kb, records, tmp_path):
     assert "confirmed diagnosis" not in user and teacher.calls[0][0][0].gold is None
 
 
-def test_kb_template_teacher_is_always_valid(kb, records, tmp_path):
-    teacher = KBTemplateTeacher(kb=str(KB_PATH))
+@pytest.mark.parametrize("restate", [True, False])
+def test_kb_template_teacher_is_always_valid(kb, records, tmp_path, restate: bool):
+    """With or without the steps that restate the record: valid, and without them shorter by
+    exactly those three steps."""
+    teacher = KBTemplateTeacher(kb=str(KB_PATH), restate=restate)
     result = generate_cot(records, teacher, kb, settings(), tmp_path / "p.jsonl", ["lay"])
     assert result.stats()["yield"] == 1.0
     assert {s["meta"]["teacher"] for s in result.samples} == {"kb_template"}
+    full = generate_cot(
+        records, KBTemplateTeacher(kb=str(KB_PATH)), kb, settings(), tmp_path / "f.jsonl", ["lay"]
+    )
+    for short, long_ in zip(result.samples, full.samples, strict=True):
+        steps = [line for line in short["output"].splitlines() if line[:1].isdigit()]
+        long_steps = [line for line in long_["output"].splitlines() if line[:1].isdigit()]
+        assert len(steps) == len(long_steps) - (0 if restate else 3)
+        assert short["output"].split("Diagnosis:")[1] == long_["output"].split("Diagnosis:")[1]
 
 
 @pytest.mark.slow

@@ -83,6 +83,14 @@ def test_ids_and_sizes(batches):
         assert {r["batch"] for r in records} == {name}
 
 
+def test_a_batch_may_arrive_with_its_own_size(kb, batches):
+    """`records` on a batch replaces records_per_batch for it; the other batches are unchanged."""
+    sized = sample_batches(kb, [BATCHES[0] | {"records": 120}, *BATCHES[1:]], 300, seed=11)
+    assert [len(r) for r in sized.values()] == [120, 300, 300]
+    assert sized["b1"] == sample_batches(kb, [BATCHES[0]], 120, seed=11)["b1"]
+    assert sized["b2"] != batches["b2"]  # near-duplicates copy b1's records, which differ
+
+
 def _share(records, departments):
     fresh = [r for r in records if r["near_duplicate_of"] is None]
     return sum(r["department"] in departments for r in fresh) / len(fresh)

@@ -183,6 +183,7 @@ def sample_batches(
     From the second batch on, `repeat_fraction` of its records are fresh records drawn with an
     earlier batch's focus weights (old topics keep arriving) and `near_duplicate_fraction` are
     near-duplicates of earlier batches' records. Ids are "<batch>-0001"...; order is shuffled.
+    A batch's own `records` replaces `records_per_batch` for it.
 
     `trainable(name, records)` gives the records of a batch that go to training (its train
     split): only those are near-duplicated later, so no later batch copies an evaluation record.
@@ -200,9 +201,10 @@ def sample_batches(
         if name in out:
             raise ValueError(f"duplicate batch name {name!r}")
         rng = random.Random(seed * 1000 + index)
-        n_dup = round(near_duplicate_fraction * records_per_batch) if earlier else 0
-        n_rep = round(repeat_fraction * records_per_batch) if index else 0
-        n_new = records_per_batch - n_dup - n_rep
+        size = int(spec.get("records", records_per_batch))  # a batch may arrive larger or smaller
+        n_dup = round(near_duplicate_fraction * size) if earlier else 0
+        n_rep = round(repeat_fraction * size) if index else 0
+        n_new = size - n_dup - n_rep
         weights = _weights(kb, spec.get("focus", []), focus_weight)
         plan: list[tuple[str, Any]] = [
             ("new", c) for c in rng.choices(conditions, weights, k=n_new)

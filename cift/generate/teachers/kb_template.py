@@ -17,9 +17,12 @@ from cift.kb import load_kb
 class KBTemplateTeacher:
     rewrites_text = False  # it writes answers from the record, it cannot rewrite text
 
-    def __init__(self, kb: str = "medical", name: str = "kb_template") -> None:
+    def __init__(
+        self, kb: str = "medical", name: str = "kb_template", restate: bool = True
+    ) -> None:
         self.kb = load_kb(kb)
         self.name = name
+        self.restate = restate  # False: the reasoning without the steps that restate the record
 
     def generate(
         self,
@@ -36,6 +39,6 @@ class KBTemplateTeacher:
             if req.record is None:
                 raise ValueError(f"{req.key}: the kb_template teacher needs the structured record")
             rng = random.Random(f"{seed}-{req.key}")
-            text = render_answer(reference_answer(self.kb, req.record, rng))
+            text = render_answer(reference_answer(self.kb, req.record, rng, restate=self.restate))
             replies.append(TeacherReply(req.key, text, 0, len(text.split())))
         return replies
