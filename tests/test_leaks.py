@@ -11,12 +11,8 @@ import pytest
 
 from cift.config import domain_kb
 from cift.data.splits import contamination_filter, minilm_embedder
-from cift.generate.batches import (
-    Contamination,
-    record_text,
-    reference_sample,
-    synthetic_splits,
-)
+from cift.generate.batches import Contamination, record_text, reference_sample
+from cift.generate.inmemory import synthetic_splits
 from tests.conftest import bag_embed, compose
 
 

@@ -25,7 +25,8 @@ from cift.data.records import sample_record
 from cift.data.render import CASE_INSTRUCTION, render_record
 from cift.data.splits import contamination_filter
 from cift.evaluate.eval_file import usable_cases
-from cift.generate.batches import Contamination, synthetic_splits
+from cift.generate.batches import Contamination
+from cift.generate.inmemory import synthetic_splits
 from cift.generate.probe import probe_set
 from cift.io.jsonl import read_samples, write_jsonl_atomic
 from cift.kb import load_kb

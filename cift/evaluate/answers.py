@@ -19,6 +19,7 @@ from typing import Any
 from cift.data.answer import STOP_AFTER
 from cift.data.sample import student_messages
 from cift.generate.teachers.base import TeacherRequest
+from cift.io.jsonl import KeyedLog
 from cift.models.adapter_format import adapter_digest
 from cift.models.sampling import Sampling
 from cift.progress import progress
@@ -66,35 +67,17 @@ def answer_key(version: Version, sample: Mapping[str, Any], system_prompt: str, 
 
 
 class AnswerCache:
-    """Append-only JSONL per version key; a torn last line (a kill mid-write) is ignored."""
+    """Generated answers per version key (`KeyedLog`: append-only, a torn last line ignored)."""
 
     def __init__(self, folder: str | Path | None) -> None:
-        self.folder = Path(folder) if folder else None
-
-    def _path(self, version: Version) -> Path | None:
-        return self.folder / f"{version.key}.jsonl" if self.folder else None
+        self.log = KeyedLog(folder, "text")
+        self.folder = self.log.folder
 
     def load(self, version: Version) -> dict[str, str]:
-        path = self._path(version)
-        out: dict[str, str] = {}
-        if path is None or not path.is_file():
-            return out
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            out[row["key"]] = row["text"]
-        return out
+        return self.log.load(version.key)
 
     def add(self, version: Version, rows: Sequence[tuple[str, str]]) -> None:
-        path = self._path(version)
-        if path is None or not rows:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            for key, text in rows:
-                fh.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+        self.log.add(version.key, rows)
 
 
 def generate_answers(

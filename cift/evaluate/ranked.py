@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cift.evaluate.metrics import bootstrap_ci
+from cift.io.jsonl import KeyedLog
 
 METHOD = "loglik-sum-v1"  # part of the cache key: change it when the scoring changes
 LINE_END = "\n"
@@ -324,32 +325,14 @@ def rank_key(answer_key: str, answer: str | None, candidates: Sequence[str]) -> 
 
 
 class RankCache:
-    """Append-only JSONL per version key next to the answer cache; a torn last line is ignored."""
+    """Ranked scores per version key next to the answer cache (`KeyedLog`)."""
 
     def __init__(self, folder: str | Path | None) -> None:
-        self.folder = Path(folder) if folder else None
-
-    def _path(self, version_key: str) -> Path | None:
-        return self.folder / f"{version_key}.ranked.jsonl" if self.folder else None
+        self.log = KeyedLog(folder, "scores", suffix=".ranked.jsonl")
+        self.folder = self.log.folder
 
     def load(self, version_key: str) -> dict[str, list[float]]:
-        path = self._path(version_key)
-        out: dict[str, list[float]] = {}
-        if path is None or not path.is_file():
-            return out
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            out[row["key"]] = row["scores"]
-        return out
+        return self.log.load(version_key)
 
     def add(self, version_key: str, rows: Mapping[str, list[float]]) -> None:
-        path = self._path(version_key)
-        if path is None or not rows:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            for key, scores in rows.items():
-                fh.write(json.dumps({"key": key, "scores": scores}) + "\n")
+        self.log.add(version_key, rows.items())

@@ -369,3 +369,37 @@ def read_jsonl_trusted(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{number}: expected a JSON object, got {json_type(row)}")
         rows.append(row)
     return rows
+
+
+class KeyedLog:
+    """Append-only JSONL files of {"key", <field>} rows in `folder`, one file per name: a cache
+    that survives a kill (a torn last line is ignored) and is read back as {key: value}.
+    `folder=None` keeps nothing (every load is empty)."""
+
+    def __init__(self, folder: str | Path | None, field: str, suffix: str = ".jsonl") -> None:
+        self.folder = Path(folder) if folder else None
+        self.field, self.suffix = field, suffix
+
+    def path(self, name: str) -> Path | None:
+        return self.folder / f"{name}{self.suffix}" if self.folder else None
+
+    def load(self, name: str) -> dict[str, Any]:
+        path, out = self.path(name), {}
+        if path is None or not path.is_file():
+            return out
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the tail written when the run was killed
+            out[row["key"]] = row[self.field]
+        return out
+
+    def add(self, name: str, rows: Iterable[tuple[str, Any]]) -> None:
+        path, rows = self.path(name), list(rows)
+        if path is None or not rows:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            for key, value in rows:
+                fh.write(json.dumps({"key": key, self.field: value}, ensure_ascii=False) + "\n")
