@@ -146,6 +146,25 @@ def cmd_eval_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    from cift.config import run_config
+    from cift.evaluate.curve import learning_curve
+
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    rows = learning_curve(run_config(args.overrides), sizes)
+    for row in rows:
+        acc, ranked = row["accuracy_ci"], row["ranked_accuracy_ci"]
+        print(
+            f"n={row['n']:>4}  steps={row['optimizer_steps']:>4}  tokens={row['train_tokens']:>7}  "
+            f"accuracy {row['accuracy']:.3f} [{acc[0]:.3f}, {acc[1]:.3f}]  "
+            f"ranked {row['ranked_accuracy']:.3f} [{ranked[0]:.3f}, {ranked[1]:.3f}]  "
+            f"fault rate {row['fault_rate']:.2f}",
+            file=sys.stderr,
+        )
+    print(json.dumps(rows))
+    return 0
+
+
 def cmd_judge_calibrate(args: argparse.Namespace) -> int:
     from cift.config import run_config
     from cift.evaluate.build import build_judge
@@ -363,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="also write per-case predictions to this JSONL")
     add_set_option(p)
     p.set_defaults(func=cmd_eval_file)
+
+    p = sub.add_parser(
+        "curve",
+        help="the full arm's learning curve on Table 1's test set (after dvc repro); JSON last",
+    )
+    p.add_argument(
+        "--sizes", required=True, help="comma-separated sample counts of batch 1, e.g. 30,60,120"
+    )
+    add_set_option(p)
+    p.set_defaults(func=cmd_curve)
 
     judge = sub.add_parser("judge", help="the configured judge").add_subparsers(
         dest="judge_command", required=True

@@ -613,3 +613,25 @@ def test_notebook_redraws_the_tiny_reports(tiny_dag: Path):
         if "image/png" in o.get("data", {})
     ]
     assert len(images) == 3
+
+
+def test_tiny_learning_curve_starts_at_table1_base(tiny_dag: Path):
+    """`cift curve`: batch 1's first n samples trained as Table 1 trains them; its n=0 row is the
+    base, scored on the same cases from the same cached answers as Table 1's base arm."""
+    out = run([sys.executable, "-m", "cift.cli", "curve", "--sizes", "2,4"], tiny_dag)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["n"] for r in rows] == [0, 2, 4]
+    steps = [r["optimizer_steps"] for r in rows]
+    assert steps[0] == 0 < steps[1] <= steps[2]
+    assert 0 < rows[1]["train_tokens"] < rows[2]["train_tokens"]
+    for r in rows:
+        for metric in ("accuracy", "ranked_accuracy"):
+            lo, hi = r[f"{metric}_ci"]
+            assert 0.0 <= lo <= r[metric] <= hi <= 1.0
+    base = json.loads((tiny_dag / "reports" / "table1.json").read_text())["base"]
+    assert (rows[0]["accuracy"], rows[0]["ranked_accuracy"]) == (
+        base["accuracy"],
+        base["ranked_accuracy"],
+    )
+    assert (tiny_dag / "runs" / "main" / "curve" / "n4").is_dir()
+    assert "n=   4" in out.stderr
