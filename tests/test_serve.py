@@ -200,16 +200,23 @@ def test_swap_under_load_has_no_failed_request(serve, registry):
                 r = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
                 results.append((r.status_code, r.headers.get("X-Cift-Version")))
 
+    def served(k: int = 4) -> None:
+        """The watcher's time to see a move, then k more answered requests (a loaded CPU
+        answers fewer in a fixed time)."""
+        target = len(results) + k
+        time.sleep(0.4)
+        _wait(lambda: len(results) >= target, timeout=60)
+
     threads = [threading.Thread(target=client) for _ in range(6)]
     for t in threads:
         t.start()
     for action in ["v0002", "v0003", "rollback", "v0001", "rollback", "v0003"]:
-        time.sleep(0.4)
+        served()
         if action == "rollback":
             promoted.add(registry.rollback())
         else:
             promoted.add(registry.promote(action))
-    time.sleep(0.6)
+    served(6)  # the last version is picked up and answers
     stop.set()
     for t in threads:
         t.join()
