@@ -16,6 +16,21 @@ from cift.generate.inmemory import synthetic_splits
 from tests.conftest import bag_embed, compose
 
 
+def _close_pairs(cfg, kb, train: list[dict], evals: list[dict], embed_fn) -> list[dict]:
+    """Evaluation records the contamination rule finds close to a training record."""
+    rule = cfg.data.contamination
+    _, dropped, _ = contamination_filter(
+        train,
+        evals,
+        texts_fn=lambda r: record_text(r, kb, cfg),
+        embed_fn=embed_fn,
+        cosine=rule.cosine,
+        ngram=rule.ngram,
+        ngram_overlap=rule.ngram_overlap,
+    )
+    return dropped
+
+
 def _splits(profile: str, embed_fn=None) -> tuple:
     cfg = compose([f"profile={profile}"])
     kb = domain_kb(cfg)
@@ -48,7 +63,6 @@ def _earlier_eval(result: dict, name: str) -> list[dict]:
 
 
 def _assert_no_cross_batch_leak(cfg, kb, result, embed_fn) -> None:
-    rule = cfg.data.contamination
     names = list(result["batches"])
     assert len(names) >= 2
     for name in names[1:]:
@@ -59,15 +73,7 @@ def _assert_no_cross_batch_leak(cfg, kb, result, embed_fn) -> None:
         # by the generator's link: no copy of an earlier evaluation record is trained on
         assert not [r["id"] for r in train if r["near_duplicate_of"] in eval_ids]
         # by the rule: no earlier evaluation record is close to this batch's training
-        _, dropped, _ = contamination_filter(
-            train,
-            evals,
-            texts_fn=lambda r: record_text(r, kb, cfg),
-            embed_fn=embed_fn,
-            cosine=rule.cosine,
-            ngram=rule.ngram,
-            ngram_overlap=rule.ngram_overlap,
-        )
+        dropped = _close_pairs(cfg, kb, train, evals, embed_fn)
         assert dropped == [], [(d["train_id"], d["record"]["id"], d["reason"]) for d in dropped]
 
 
@@ -116,18 +122,8 @@ def test_table1_test_set_is_batch_one_distribution_and_leak_free(profile, small,
     in_test = sum(r["department"] in focus for r in test) / len(test)
     in_first = [r["department"] in focus for r in result["batches"]["b1"]["train"]]
     assert in_test >= in_kb and abs(in_test - sum(in_first) / len(in_first)) < 0.25
-    rule = cfg.data.contamination
     train = [r for split in result["batches"].values() for r in split["train"]]
-    _, dropped, _ = contamination_filter(
-        train,
-        test,
-        texts_fn=lambda r: record_text(r, kb, cfg),
-        embed_fn=bag_embed,
-        cosine=rule.cosine,
-        ngram=rule.ngram,
-        ngram_overlap=rule.ngram_overlap,
-    )
-    assert dropped == []
+    assert _close_pairs(cfg, kb, train, test, bag_embed) == []
     chained = {e["id"] for e in result["heldout"] if e["split"] == "table1_test"}
     assert chained == {r["id"] for r in test}
 

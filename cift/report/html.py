@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from cift.report.heldout import COLUMNS, DIFF_COLUMNS, probe_diff_rows, score_rows
+from cift.report.known import PROXY_COUNTS, proxy_modes
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
@@ -45,19 +46,9 @@ def _load(folder: Path, name: str):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-PROXY_COLUMNS = [
-    "selected",
-    "known_selected",
-    "known_share",
-    "no_gold",
-    "redundant_selected",
-    "repeats_selected",
-]
-
-
 def proxy_section(proxy: dict) -> str:
     """The proxy ablation: per proxy and per batch, then the paired known comparison."""
-    modes = [m for m in ("static", "dynamic") if isinstance(proxy.get(m), dict)]
+    modes = proxy_modes(proxy)
     rows = [{"proxy": m, **{k: v for k, v in proxy[m].items() if k != "per_batch"}} for m in modes]
     per_batch = [{"proxy": m, **b} for m in modes for b in proxy[m].get("per_batch", [])]
     parts = [
@@ -65,8 +56,8 @@ def proxy_section(proxy: dict) -> str:
         "<p><code>known_selected</code>: selected samples the model deployed before the batch "
         "already gets right (its gold condition ranked first right after the prompt and "
         "<code>Diagnosis: </code>).</p>",
-        table(rows, ["proxy", *PROXY_COLUMNS, "final_accuracy"]),
-        table(per_batch, ["proxy", "batch", *PROXY_COLUMNS]),
+        table(rows, ["proxy", *PROXY_COUNTS, "final_accuracy"]),
+        table(per_batch, ["proxy", "batch", *PROXY_COUNTS]),
     ]
     paired = proxy.get("dynamic_vs_static") or {}
     if paired:

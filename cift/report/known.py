@@ -192,3 +192,19 @@ def known_ablation(
         "claim": known_claim(total),
     }
     return {"per_batch": per_batch, "totals": totals, "comparison": comparison}
+
+
+# a proxy's selection counts, in the order the page and W&B show them
+PROXY_COUNTS = (
+    "selected",
+    "known_selected",
+    "known_share",
+    "no_gold",
+    "redundant_selected",
+    "repeats_selected",
+)
+
+
+def proxy_modes(proxy: dict) -> list[str]:
+    """The proxies proxy_ablation.json holds (`static` only once the ablations ran)."""
+    return [m for m in ("static", "dynamic") if isinstance(proxy.get(m), dict)]

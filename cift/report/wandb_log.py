@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cift.report.heldout import probe_headline, score_rows
+from cift.report.known import PROXY_COUNTS, proxy_modes
 
 Table = tuple[list[str], list[list[Any]]]  # (columns, rows)
 
@@ -54,21 +55,12 @@ def r_rows(continual: dict, batches: list[str]) -> Table:
     return ["row", "version", *batches], rows
 
 
-PROXY_KEYS = (
-    "selected",
-    "known_selected",
-    "known_share",
-    "no_gold",
-    "redundant_selected",
-    "repeats_selected",
-    "final_accuracy",
-)
+PROXY_KEYS = (*PROXY_COUNTS, "final_accuracy")
 
 
 def proxy_rows(proxy: dict) -> Table:
     """Static vs dynamic proxy: selections, known ones, redundant ones, repeats, final accuracy."""
-    modes = [m for m in ("static", "dynamic") if isinstance(proxy.get(m), dict)]
-    rows = [[m, *(proxy[m].get(k) for k in PROXY_KEYS)] for m in modes]
+    rows = [[m, *(proxy[m].get(k) for k in PROXY_KEYS)] for m in proxy_modes(proxy)]
     return ["proxy", *PROXY_KEYS], rows
 
 
