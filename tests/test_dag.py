@@ -98,7 +98,7 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         cases = jsonl(runs / "table1" / arm / "cases.jsonl")
         assert len(cases) == 12 and {"id", "generated", "ranked"} <= set(cases[0])
     heldout = jsonl(runs.parent.parent / "data" / "heldout" / "base.jsonl")
-    assert {e["split"] for e in heldout} == {"global_test", "table1_test"}
+    assert {e["split"] for e in heldout} == {"global_test", "table1_test", "probe"}
     continual = json.loads((runs.parent.parent / "reports" / "continual.json").read_text())
     assert len(continual["R"]) == 3 and all(len(row) == 2 for row in continual["R"])
     assert continual["rows"][0] == "main/base" and 0.0 <= continual["ACC"] <= 1.0
