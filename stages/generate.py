@@ -32,11 +32,12 @@ def main(name: str) -> None:
     else:
         result = imported_batch(cfg, spec, heldout)
     out = Path(cfg.paths.data) / "batches" / name
-    for split in ("train", "val", "test"):
-        write_jsonl_atomic(out / f"{split}.jsonl", redacted(result[split]))
+    written = {split: redacted(result[split]) for split in ("train", "val", "test")}
+    for split, samples in written.items():
+        write_jsonl_atomic(out / f"{split}.jsonl", samples)
     write_jsonl_atomic(out / "records.jsonl", result["records"])
     write_jsonl_atomic(out / "rejects.jsonl", result["rejects"])
-    write_jsonl_atomic(chain / f"{name}.jsonl", heldout + with_cases(result))
+    write_jsonl_atomic(chain / f"{name}.jsonl", heldout + with_cases(result, written))
     metrics = {
         "batch": name,
         **result["metrics"],
@@ -48,12 +49,11 @@ def main(name: str) -> None:
     print(metrics)
 
 
-def with_cases(result: dict) -> list[dict]:
-    """This batch's held-out entries, each with its validation/test sample (as written) and its
-    record: evaluate@<later> reads earlier batches' validation cases from the chain it declares."""
-    from cift.generate.batches import redacted
-
-    samples = {s["id"]: s for split in ("val", "test") for s in redacted(result[split])}
+def with_cases(result: dict, written: dict[str, list[dict]]) -> list[dict]:
+    """This batch's held-out entries, each with its validation/test sample (as `written`) and
+    its record: evaluate@<later> reads earlier batches' validation cases from the chain it
+    declares."""
+    samples = {s["id"]: s for split in ("val", "test") for s in written[split]}
     records = {r["id"]: r for r in result["records"]}
     by_record = {(s.get("meta") or {}).get("record_id", s["id"]): s for s in samples.values()}
     return [
