@@ -58,8 +58,13 @@ def validate_params(cfg: DictConfig, where: str | Path = "params.yaml") -> None:
             f"{where}: data.fractions: need 3 fractions summing to 1, got {fractions}"
         )
     _check_teacher(plain["teacher"], where)
-    if plain["gate"]["metric"] not in ("ranked", "generated"):
-        raise ConfigError(f"{where}: gate.metric: expected ranked or generated")
+    if plain["gate"]["metric"] not in ("ranked", "generated", "direct"):
+        raise ConfigError(f"{where}: gate.metric: expected ranked, generated or direct")
+    if plain["gate"].get("forgetting", "pooled") not in ("pooled", "per_batch"):
+        raise ConfigError(f"{where}: gate.forgetting: expected pooled or per_batch")
+    generated = plain["gate"].get("generated_cases")
+    if generated is not None and (isinstance(generated, bool) or not isinstance(generated, int)):
+        raise ConfigError(f"{where}: gate.generated_cases: expected an int or null")
     for key in ("gate.margin", "report.margin", "report.max_cost_ratio"):
         if _get(plain, key) < 0:
             raise ConfigError(f"{where}: {key}: expected a number >= 0")

@@ -3,7 +3,11 @@
 Usage: python stages/evaluate.py BATCH_NAME
 The gate reads validation splits only (this batch's and every earlier one, for forgetting) plus
 the pairwise judge on this batch's validation split; this batch's test split is reported, never
-gated on (the judge also compares the two there, for the report). A judge below
+gated on (the judge also compares the two there, for the report). With `gate.metric=direct` the
+validation splits are scored by the direct ranked score (no answer generated: cheap enough for
+splits large enough to decide), and answers are generated only for the first
+`gate.generated_cases` of this batch's validation cases (safety, judge) and its test split.
+A judge below
 `judge.min_calibration` on `cift judge calibrate`'s planted pairs (measured once per judge config
 and cached) judges nothing: decision.json and evaluate.json record it as uninformative. Writes
 runs/<experiment>/<batch>/{evaluate.json, decision.json, predictions.jsonl, judgments.jsonl,
@@ -30,6 +34,7 @@ def main(name: str) -> None:
     from cift.evaluate.calibrate import judge_status
     from cift.evaluate.gate import case_scores, gate_decision
     from cift.evaluate.judge import pair_items
+    from cift.evaluate.known import known_accuracy, known_rows
     from cift.evaluate.suite import summary
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic, write_jsonl_atomic
     from cift.tracking import log_summary, stage_run
@@ -40,10 +45,13 @@ def main(name: str) -> None:
     names = batches_through(cfg, name)
     # every batch's validation cases up to this one, from the held-out chain generate@<i> wrote
     chain = [e for e in read_jsonl_trusted(data / "heldout" / f"{name}.jsonl") if e.get("sample")]
-    splits = {
-        f"val/{b}": [e["sample"] for e in chain if e["batch"] == b and e["split"] == "val"]
-        for b in names
-    }
+    val = {b: [e["sample"] for e in chain if (e["batch"], e["split"]) == (b, "val")] for b in names}
+    metric, generated = str(cfg.gate.metric), cfg.gate.get("generated_cases")
+    direct = metric == "direct"
+    if direct:  # answers for safety and the judge on this batch's cases only
+        splits = {f"val/{name}": val[name][:generated] if generated is not None else val[name]}
+    else:  # the gate's scores come from the answers, on every validation split
+        splits = {f"val/{b}": val[b] for b in names}
     splits[f"test/{name}"] = read_jsonl_trusted(data / "batches" / name / "test.jsonl")
     records = [e["record"] for e in chain if e.get("record")]
     records += read_jsonl_trusted(data / "batches" / name / "records.jsonl")
@@ -57,9 +65,19 @@ def main(name: str) -> None:
         "candidate": version_of(f"{exp}/{name}", version_dir(runs, exp, name), spec),
         "deployed": pointer_version(prev, spec),
     }
-    results, gen_stats = {}, {}
+    results, gen_stats, known = {}, {}, {}
     for role, version in versions.items():
         results[role], gen_stats[role] = ev.evaluate_version(version, splits)
+        if direct:
+            known[role], gen_stats[role]["direct"] = known_rows(
+                ev.load_model,
+                version,
+                [s for b in names for s in val[b]],
+                ev.kb,
+                cfg.system_prompt,
+                cache=ev.rank_cache,
+                max_tokens=ev.rank_max_tokens,
+            )
 
     (judge, calibration, uninformative), judged = judge_status(cfg), {}
     for split in (f"val/{name}", f"test/{name}") if judge is not None else ():
@@ -70,14 +88,17 @@ def main(name: str) -> None:
             cfg, judge, pair_items(splits[split], answers["candidate"], answers["deployed"])
         )
 
-    metric = str(cfg.gate.metric)
-
     def gate_view(role: str) -> dict:
-        val = {b: results[role][f"val/{b}"] for b in names}
+        gen_val = {b: results[role][f"val/{b}"] for b in names if f"val/{b}" in results[role]}
+        if direct:
+            by_id = {r["id"]: r for r in known[role]}
+            scores = {b: case_scores([by_id[s["id"]] for s in val[b]], metric) for b in names}
+        else:
+            scores = {b: case_scores(m["rows"], metric) for b, m in gen_val.items()}
         return {
-            "val_scores": {b: case_scores(m["rows"], metric) for b, m in val.items()},
-            "safety_violations": sum(m["safety_violations"] for m in val.values()),
-            "safety_cases": {r["id"]: r["safety"] for m in val.values() for r in m["rows"]},
+            "val_scores": scores,
+            "safety_violations": sum(m["safety_violations"] for m in gen_val.values()),
+            "safety_cases": {r["id"]: r["safety"] for m in gen_val.values() for r in m["rows"]},
         }
 
     decision = gate_decision(
@@ -86,6 +107,7 @@ def main(name: str) -> None:
         batch=name,
         margin=float(cfg.gate.margin),
         metric=metric,
+        forgetting=str(cfg.gate.forgetting),
         judge=judged.get(f"val/{name}"),
         min_consistency=float(cfg.gate.judge_min_consistency),
         judge_calibration=calibration["accuracy"] if calibration else None,
@@ -125,6 +147,17 @@ def main(name: str) -> None:
         "batch": name,
         "promote": decision["promote"],
         **{role: {split: summary(m) for split, m in results[role].items()} for role in versions},
+        "direct": {  # the direct ranked score per validation split (gate.metric=direct)
+            role: {
+                f"val/{b}": known_accuracy(
+                    [by_id[s["id"]] for s in val[b]], n_boot=int(cfg.gate.bootstrap), seed=cfg.seed
+                )
+                for by_id in [{r["id"]: r for r in rows}]
+                for b in names
+            }
+            for role, rows in known.items()
+        }
+        or None,
         "judge": uninformative or judge_summary or None,  # candidate vs deployed, per split
         "judge_calibration": calibration,
         "generation": gen_stats,

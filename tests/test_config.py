@@ -110,7 +110,9 @@ def test_proxy_model_can_differ_from_deployed_model():
         (lambda p: p["data"]["batches"][0].update(name="../x"), "data.batches[0].name"),
         (lambda p: p["data"]["batches"][1].update(records=0), "data.batches[1].records: expected"),
         (lambda p: p["data"].update(fractions=[0.5, 0.5, 0.5]), "data.fractions"),
-        (lambda p: p["gate"].update(metric="bleu"), "gate.metric: expected ranked or generated"),
+        (lambda p: p["gate"].update(metric="bleu"), "gate.metric: expected ranked, generated or"),
+        (lambda p: p["gate"].update(forgetting="once"), "gate.forgetting: expected pooled"),
+        (lambda p: p["gate"].update(generated_cases="all"), "gate.generated_cases: expected"),
         (lambda p: p["gate"].update(margin=-0.1), "gate.margin"),
         (lambda p: p["gate"].pop("margin"), "gate.margin: missing"),
         (

@@ -66,7 +66,14 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         previous = json.loads((runs / prev / "deployed.json").read_text())
         assert train["init_adapter"] == previous["adapter_path"]
         assert decision["deployed"]["version"] == previous["version"]
-    assert "b1" in decision["terms"]["forgetting"]["batches"]  # b2 checks b1's validation split
+    # b2 checks b1's validation split, by the direct score (tiny, as small: gate.metric=direct)
+    forgetting = decision["terms"]["forgetting"]
+    assert decision["metric"] == "direct" and forgetting["mode"] == "pooled"
+    assert forgetting["pooled"]["n"] == forgetting["batches"]["b1"]["n"] > 0
+    direct = evaluated["direct"]["candidate"]
+    assert set(direct) == {"val/b1", "val/b2"} and direct["val/b1"]["n"] > 0
+    assert set(evaluated["candidate"]) == {"val/b2", "test/b2"}  # answers: this batch's only
+    assert evaluated["candidate"]["val/b2"]["n"] == 1  # gate.generated_cases
     # known@<i>: each sample either proxy selected on b2, ranked once by b1's deployed model
     known = [json.loads(line) for line in (runs / "b2" / "known.jsonl").read_text().splitlines()]
     selected = {

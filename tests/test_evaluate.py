@@ -555,6 +555,36 @@ def test_gate_forgetting_blocks_alone():
     assert loose["promote"] is True
 
 
+def test_gate_pooled_forgetting_decides_on_every_earlier_case_together():
+    # two earlier batches of 40 cases: the candidate loses 2 cases on b1 and gains 2 on b2
+    dep = {f"c{i:02d}": float(i % 2) for i in range(40)}
+    lost = dict(dep) | {"c01": 0.0, "c03": 0.0}
+    won = dict(dep) | {"c00": 1.0, "c02": 1.0}
+    cand = {"val_scores": {"b1": lost, "b2": won, "b3": dep}, "safety_violations": 0}
+    deployed = {"val_scores": {"b1": dep, "b2": dep, "b3": dep}, "safety_violations": 0}
+    per = gate_decision(cand, deployed, batch="b3", forgetting="per_batch")
+    pooled = gate_decision(cand, deployed, batch="b3", forgetting="pooled")
+    # per batch: b1's loss alone holds -margin, so it blocks; pooled: the losses and gains cancel
+    assert per["terms"]["forgetting"]["batches"]["b1"]["verdict"] == "inconclusive"
+    assert per["promote"] is False and "forgetting on 'b1'" in per["reasons"][0]
+    term = pooled["terms"]["forgetting"]
+    assert term["mode"] == "pooled" and term["pooled"]["n"] == 80
+    assert term["pooled"]["estimate"] == pytest.approx(0.0) and term["pass"] is True
+    assert term["batches"]["b1"]["verdict"] == "inconclusive"  # still reported per batch
+    assert pooled["promote"] is True
+    with pytest.raises(ValueError, match=r"gate\.forgetting"):
+        gate_decision(cand, deployed, batch="b3", forgetting="sometimes")
+
+
+def test_gate_direct_scores_come_from_known_rows():
+    rows = [
+        {"id": "a", "known": True},
+        {"id": "b", "known": False},
+        {"id": "c", "known": None},  # no gold among the candidates: left out
+    ]
+    assert case_scores(rows, "direct") == {"a": 1.0, "b": 0.0}
+
+
 def test_gate_rejects_a_bad_metric_or_margin():
     with pytest.raises(ValueError, match=r"gate\.metric"):
         gate_decision(_model(0.5, 0.5), _model(0.5, 0.5), batch="b2", metric="bleu")

@@ -167,6 +167,17 @@ def test_split_by_record_fractions_and_grouping():
         split_by_record(records, (0.5, 0.1, 0.1), seed=0)
 
 
+def test_split_by_record_keeps_near_copies_in_train():
+    """A near-copy of an earlier training record would be a leak in val/test: it stays in train."""
+    records = [{"id": f"r{i:03d}", "near_duplicate_of": "x" if i % 2 else None} for i in range(40)]
+    copy = lambda r: bool(r["near_duplicate_of"])  # noqa: E731
+    split = split_by_record(records, (0.5, 0.25, 0.25), seed=1, train_only=copy)
+    assert all(not copy(r) for side in ("val", "test") for r in split[side])
+    assert [len(split[k]) for k in ("train", "val", "test")] == [20, 10, 10]
+    with pytest.raises(ValueError, match="too few"):
+        split_by_record(records, (0.2, 0.4, 0.4), seed=1, train_only=copy)
+
+
 def _bag_embed(texts: list[str]) -> np.ndarray:
     """A fake embed_fn: normalised bag of hashed words (deterministic, no model)."""
     out = np.zeros((len(texts), 256), dtype=np.float32)

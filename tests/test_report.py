@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
 from cift.report.build import write_reports
 from cift.report.collect import Workspace, seconds_per_stage, summary, table1
-from cift.report.redundancy import record_origins, redundancy_per_batch
+from cift.report.redundancy import record_origins, redundancy_per_batch, repeat_candidates
 from cift.scoring.embeddings import prompt_text
 
 
@@ -78,6 +78,11 @@ def test_a_repeat_is_a_near_duplicate_of_a_record_trained_on_earlier():
         ["b1", "b2", "b3"], history, selections, topic_embed, origins=origins
     )
     assert [(r["redundant_selected"], r["repeats_selected"]) for r in rows] == [(0, 1), (0, 1)]
+    # the candidates a proxy could avoid: b3-2's original was never trained on by the chain
+    candidates = {"b2": selections["b2"], "b3": selections["b3"]}
+    avoidable = repeat_candidates(["b1", "b2", "b3"], history, candidates, origins)
+    assert avoidable["total"] == 2
+    assert [r["repeat_candidates"] for r in avoidable["per_batch"]] == [1, 1]
 
 
 @pytest.fixture

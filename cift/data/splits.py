@@ -33,12 +33,15 @@ def split_by_record(
     min_val: int = 0,
     *,
     key: Callable[[dict], str] = _record_key,
+    train_only: Callable[[dict], bool] | None = None,
 ) -> dict[str, list[dict]]:
     """Deterministic {"train", "val", "test"} split; items sharing a record id stay together.
 
     Accepts records or samples (grouped by `meta.record_id`). Val/test get round(fraction * n
     records), at least `min_val`/`min_test`; the rest is train. Items keep their input order.
     `seed` may be a string ("7-b1"): `random.Random` seeds strings stably (no salted hash).
+    Items for which `train_only` holds never go to val/test (a near-copy of an earlier training
+    record would be a leak there).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1: {fractions}")
@@ -49,6 +52,13 @@ def split_by_record(
     if n_val + n_test > n:
         raise ValueError(f"{n} records cannot give {n_val} val + {n_test} test records")
     random.Random(seed).shuffle(ids)
+    if train_only is not None:
+        pinned = {key(r) for r in records if train_only(r)}
+        ids = [i for i in ids if i not in pinned]
+        if n_val + n_test > len(ids):
+            raise ValueError(
+                f"{len(ids)} records may be evaluated: too few for {n_val} val + {n_test} test"
+            )
     side = {rid: "test" for rid in ids[:n_test]}
     side.update({rid: "val" for rid in ids[n_test : n_test + n_val]})
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}

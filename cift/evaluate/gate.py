@@ -5,7 +5,11 @@ Four terms, each able to block on its own:
 * accuracy   — paired-bootstrap non-inferiority on this batch's validation split: the lower
   bound of the (1 − alpha) interval of mean(candidate − deployed) over the same cases must not
   fall below −margin (per-case scores of the configured metric: ranked or generated accuracy);
-* forgetting — the same test on every other (earlier) batch's validation split;
+* forgetting — the same test on the earlier batches' validation splits: `pooled` (the default) as
+  one test on all their cases together, `per_batch` as one test per batch, each able to block
+  (a family of tests: a candidate equal to the deployed model on every batch is blocked by one
+  of them ever more surely as batches accumulate, so per-batch results are reported, pooled
+  decides);
 * safety     — no new safety violation: with per-case results (`safety_cases`: case id -> list
   of violations) no case may get a violation the deployed model's answer to it did not have;
   with counts only, the candidate's count must not exceed the deployed model's;
@@ -30,7 +34,8 @@ from cift.evaluate.judge import calibration_note
 from cift.evaluate.metrics import paired_diff_ci
 
 _EPS = 1e-12  # float slack so an exactly-at-threshold value is not failed by rounding
-METRICS = ("ranked", "generated")
+METRICS = ("ranked", "generated", "direct")
+FORGETTING = ("pooled", "per_batch")
 
 
 def _count(value: Any) -> int:
@@ -83,10 +88,13 @@ def non_inferiority(
 
 def case_scores(rows: list[Mapping[str, Any]], metric: str) -> dict[str, float]:
     """{case id: 0/1} of one split's evaluation rows for the gate: "ranked" = the gold condition
-    ranked first, "generated" = the generated answer's diagnosis is right; cases without a gold
-    (or without a rank) are left out."""
+    ranked first after the generated answer, "generated" = the generated answer's diagnosis is
+    right, "direct" = the gold ranked first right after the prompt (`cift.evaluate.known`'s
+    rows: no answer generated); cases without a gold (or without a rank) are left out."""
     if metric not in METRICS:
         raise ValueError(f"gate.metric: {metric!r} is not one of {METRICS}")
+    if metric == "direct":
+        return {r["id"]: float(bool(r["known"])) for r in rows if r.get("known") is not None}
     if metric == "ranked":
         return {r["id"]: float(r["rank"] == 1) for r in rows if r.get("rank") is not None}
     return {r["id"]: float(bool(r["correct"])) for r in rows if r.get("correct") is not None}
@@ -110,23 +118,29 @@ def _accuracy_term(cand: Mapping, dep: Mapping, batch: str, **test_kw: Any) -> d
     return {"batch": batch, **test, "pass_": reason is None, "reason": reason}
 
 
-def _forgetting_term(cand: Mapping, dep: Mapping, batch: str, **test_kw: Any) -> dict:
+def _forgetting_term(
+    cand: Mapping, dep: Mapping, batch: str, mode: str = "per_batch", **test_kw: Any
+) -> dict:
     per: dict[str, dict] = {}
     reasons = []
-    for b in sorted(k for k in dep if k != batch):
-        if not dep[b]:
-            continue  # the deployed model has no number for it: nothing to forget
+    earlier = sorted(b for b in dep if b != batch and dep[b])  # none: nothing to forget
+    for b in earlier:
         test = non_inferiority(cand.get(b), dep[b], **test_kw)
         reason = _why(test, "forgetting", b)
         per[b] = {**test, "pass": reason is None}
         if reason:
             reasons.append(reason)
-    return {
-        "margin": test_kw["margin"],
-        "batches": per,
-        "pass_": not reasons,
-        "reason": "; ".join(reasons) or None,
-    }
+    term: dict[str, Any] = {"margin": test_kw["margin"], "mode": mode, "batches": per}
+    if mode == "pooled" and earlier:
+        pooled = non_inferiority(  # batch-qualified ids: one case per (batch, id)
+            {f"{b}/{i}": s for b in earlier for i, s in (cand.get(b) or {}).items()},
+            {f"{b}/{i}": s for b in earlier for i, s in dep[b].items()},
+            **test_kw,
+        )
+        reason = _why(pooled, "forgetting", "+".join(earlier))
+        reasons = [reason] if reason else []
+        term["pooled"] = pooled
+    return term | {"pass_": not reasons, "reason": "; ".join(reasons) or None}
 
 
 def _safety_term(cand: Mapping, dep: Mapping) -> dict:
@@ -191,6 +205,7 @@ def gate_decision(
     batch: str,
     margin: float = 0.05,
     metric: str = "ranked",
+    forgetting: str = "per_batch",
     judge: Mapping[str, Any] | None = None,
     min_consistency: float = 0.6,
     judge_calibration: float | None = None,
@@ -205,9 +220,9 @@ def gate_decision(
     "safety_violations": int (or count_violations()'s dict), optionally "safety_cases": {case
     id: [violations]}}, both measured on the same validation splits. `batch` is this batch's
     name; every other batch in the deployed model's val_scores is an earlier one. `metric` names
-    the scores (recorded, not computed here). judge: judge_pairs()'s result (candidate vs
-    deployed) or None. judge_calibration: the judge's `cift judge calibrate` accuracy (None: not
-    calibrated, the judge term stands as it is).
+    the scores (recorded, not computed here); `forgetting` is "pooled" or "per_batch". judge:
+    judge_pairs()'s result (candidate vs deployed) or None. judge_calibration: the judge's
+    `cift judge calibrate` accuracy (None: not calibrated, the judge term stands as it is).
 
     Returns {"promote", "metric", "terms": {"accuracy", "forgetting", "safety", "judge"} (each
     with "pass"; accuracy and each forgetting batch with estimate, interval and verdict; judge
@@ -215,6 +230,8 @@ def gate_decision(
     """
     if metric not in METRICS:
         raise ValueError(f"gate.metric: {metric!r} is not one of {METRICS}")
+    if forgetting not in FORGETTING:
+        raise ValueError(f"gate.forgetting: {forgetting!r} is not one of {FORGETTING}")
     if margin < 0:
         raise ValueError(f"gate.margin: must be >= 0, got {margin}")
     cand_acc = candidate.get("val_scores") or {}
@@ -222,7 +239,7 @@ def gate_decision(
     test_kw = {"margin": margin, "n_boot": n_boot, "seed": seed, "alpha": alpha}
     raw = {
         "accuracy": _accuracy_term(cand_acc, dep_acc, batch, **test_kw),
-        "forgetting": _forgetting_term(cand_acc, dep_acc, batch, **test_kw),
+        "forgetting": _forgetting_term(cand_acc, dep_acc, batch, forgetting, **test_kw),
         "safety": _safety_term(candidate, deployed),
         "judge": _judge_term(judge, min_consistency),
     }

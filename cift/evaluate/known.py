@@ -110,6 +110,20 @@ def known_rows(
     return rows, stats
 
 
+def known_accuracy(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """{"n", "accuracy", "accuracy_ci"} of `known_rows`' rows (the direct ranked score: the gold
+    ranked first after the prompt), over the rows with a gold."""
+    from cift.evaluate.metrics import bootstrap_ci
+
+    hits = [float(r["known"]) for r in rows if r.get("known") is not None]
+    ci = bootstrap_ci(hits, n_boot=n_boot, seed=seed)
+    return {
+        "n": len(hits),
+        "accuracy": sum(hits) / len(hits) if hits else None,
+        "accuracy_ci": list(ci) if ci is not None else None,
+    }
+
+
 def union_of_selections(
     selections: Mapping[str, Sequence[dict]], where: Mapping[str, Any]
 ) -> list[dict]:

@@ -66,6 +66,7 @@ def _split(cfg: DictConfig, records: list[dict], salt: str) -> dict[str, list[di
         seed=f"{cfg.seed}-{salt}",
         min_test=cfg.data.min_test_records,
         min_val=cfg.data.min_val_records,
+        train_only=lambda r: bool(r.get("near_duplicate_of")),
     )
 
 
@@ -121,7 +122,7 @@ def batch_splits(
     evals = {s: [r for r in split[s] if r["id"] in keep] for s in ("val", "test")}
     examined = len(split["val"]) + len(split["test"])
     copied = {r["near_duplicate_of"] for recs in all_records.values() for r in recs}
-    candidates = [r for r in train if r["id"] not in copied]
+    candidates = [r for r in train if r["id"] not in copied and not r.get("near_duplicate_of")]
     random.Random(f"{cfg.seed}-{name}-top-up").shuffle(candidates)
     minimum = {"test": cfg.data.min_test_records, "val": cfg.data.min_val_records}
     for side in ("test", "val"):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from cift.report.claims import case_table, claims
 from cift.report.known import known_ablation, read_known
-from cift.report.redundancy import record_origins, redundancy_per_batch
+from cift.report.redundancy import record_origins, redundancy_per_batch, repeat_candidates
 from cift.scoring.embeddings import Embed, minilm_embed
 
 TABLE1_KEYS = (
@@ -182,7 +182,11 @@ def proxy_ablation(
             "final_accuracy": accuracy,
             "per_batch": per_batch,
         }
-    return out | {"dynamic_vs_static": known["comparison"]}
+    train = {b: ws.jsonl(ws.data / "batches" / b / "train.jsonl") for b in ws.batches}
+    return out | {
+        "dynamic_vs_static": known["comparison"],
+        "repeat_candidates": repeat_candidates(ws.batches, dynamic, train, origins),
+    }
 
 
 def ifd_scores(ws: Workspace) -> list[dict]:

@@ -81,3 +81,20 @@ def redundancy_per_batch(
             }
         )
     return out
+
+
+def repeat_candidates(
+    batches: Sequence[str],
+    history: dict[str, list[dict]],
+    candidates: dict[str, list[dict]],
+    origins: dict[str, str],
+) -> dict:
+    """How many of each batch's training candidates (batches 2..N) repeat a record the chain
+    trained on earlier: the repeats a proxy could avoid, whichever it selects."""
+    per_batch = []
+    for k, batch in enumerate(batches[1:], start=1):
+        trained = {origin(s, origins) for b in batches[:k] for s in history.get(b, [])}
+        rows = candidates.get(batch, [])
+        hits = sum(origin(s, origins) in trained for s in rows)
+        per_batch.append({"batch": batch, "candidates": len(rows), "repeat_candidates": hits})
+    return {"total": sum(r["repeat_candidates"] for r in per_batch), "per_batch": per_batch}
