@@ -27,6 +27,8 @@ TEACHER_INTERFACE_PENDING = {
     ("cift.evaluate.answers", "cift.generate.teachers.base"),
     ("cift.evaluate.judge", "cift.generate.teachers.base"),
     ("cift.evaluate.build", "cift.generate.teachers.local"),
+    ("cift.evaluate.remote", "cift.generate.teachers.base"),
+    ("cift.evaluate.remote", "cift.generate.teachers.openai_compat"),
 }
 MAY_IMPORT_GENERATE = {"cift.cli"}  # the top-level CLI wires everything, as stages/ do
 

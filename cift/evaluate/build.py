@@ -61,6 +61,14 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
             stop_after_line=s.stop_after_line or None,
         )
 
+    backend = str(e.get("backend", "local"))
+    if backend == "openai":  # a vLLM with --enable-lora serves every version (cift.evaluate.remote)
+        from cift.evaluate.remote import RemoteVersions
+
+        make_generator = RemoteVersions(**e.openai).make_generator  # type: ignore[assignment]
+    elif backend != "local":
+        raise ValueError(f"evaluate.backend: {backend!r} is not local or openai")
+
     return Evaluator(
         kb=kb if kb is not None else domain_kb(cfg),
         system_prompt=cfg.system_prompt,
