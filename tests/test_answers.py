@@ -51,7 +51,7 @@ class ScriptedModel:
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers, self.asked, self.seconds = answers, [], 0.0
 
-    def generate(self, requests, **kw):
+    def generate(self, requests, sampling):
         self.asked += [r.key for r in requests]
         return [TeacherReply(r.key, self.answers[r.key], 10, 5) for r in requests]
 

@@ -244,7 +244,7 @@ class ScriptedJudge:
         self.decide = decide
         self.calls: list[list[TeacherRequest]] = []
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+    def generate(self, requests, sampling):
         self.calls.append(list(requests))
         out = []
         for r in requests:

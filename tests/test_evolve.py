@@ -15,7 +15,7 @@ class ScriptedLLM:
     def __init__(self):
         self.calls = []
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+    def generate(self, requests, sampling):
         self.calls.append(len(requests))
         out = []
         for req in requests:

@@ -15,6 +15,7 @@ from cift.generate.cot import GenerationSettings, ProgressLog, generate_cot
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.generate.teachers.kb_template import KBTemplateTeacher
 from cift.kb import load_kb
+from cift.models.sampling import Sampling
 
 KB_PATH = Path(__file__).parent / "fixtures" / "kb_small.yaml"
 
@@ -42,7 +43,7 @@ class ScriptedTeacher:
         self.kb, self.bad, self.calls, self.seen = kb, dict(bad or {}), 0, []
         self.fail_after = fail_after
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+    def generate(self, requests, sampling):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("killed")
         self.calls += 1
@@ -121,8 +122,8 @@ class StagedTeacher:
     def __init__(self):
         self.calls = []
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
-        self.calls.append((requests, temperature, stop))
+    def generate(self, requests, sampling):
+        self.calls.append((requests, sampling.temperature, list(sampling.stop) or None))
         prefill = requests[0].messages[-1]["content"]
         if prefill == "1.":
             text = " Fever.\n2. Cough.\n3. Fatigue.\nDiagnosis: ignored"
@@ -189,11 +190,11 @@ def test_local_teacher_batches_in_order_with_stops(tmp_path):
     msgs = [[{"role": "user", "content": "x " * n}] for n in (1, 30, 5, 12, 2)]
     reqs = [TeacherRequest(str(i), m) for i, m in enumerate(msgs)]
     reqs.append(TeacherRequest("p", [*msgs[0], {"role": "assistant", "content": "1."}]))
-    out = teacher.generate(reqs, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
+    out = teacher.generate(reqs, Sampling(max_new_tokens=8, seed=0))
     assert [r.key for r in out] == [r.key for r in reqs]
     assert all(0 < r.completion_tokens <= 8 for r in out)
     assert teacher.prompt_text(reqs[-1]).endswith("<|im_start|>assistant\n1.")
-    again = teacher.generate(reqs, max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0)
+    again = teacher.generate(reqs, Sampling(max_new_tokens=8, seed=0))
     assert [r.text for r in again] == [r.text for r in out]  # greedy is deterministic
     json.dumps([r.__dict__ for r in out])
 
@@ -289,7 +290,7 @@ class WrongTeacher:
     def __init__(self, name: str = "local", **_: object) -> None:
         self.name = name
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+    def generate(self, requests, sampling):
         text = "1. a\n2. b\n3. c\nDiagnosis: Nothing at all\nAdvice: Rest."
         return [TeacherReply(r.key, text, 5, 7) for r in requests]
 

@@ -367,7 +367,7 @@ class TextJudge:
     def __init__(self, decide: Callable[[str], str]) -> None:
         self.decide = decide
 
-    def generate(self, requests, *, max_new_tokens, temperature, top_p, seed, stop=None):
+    def generate(self, requests, sampling):
         return [TeacherReply(r.key, self.decide(r.messages[-1]["content"]), 1, 1) for r in requests]
 
 

@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 
 from cift.generate.teachers.base import TeacherRequest
 from cift.generate.teachers.openai_compat import OpenAITeacher, TeacherUnavailable, request_seed
+from cift.models.sampling import Sampling
 
-GEN = {"max_new_tokens": 32, "temperature": 0.7, "top_p": 0.9, "seed": 7}
+GEN = Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9, seed=7)
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _teacher(base_url: str, **kw) -> OpenAITeacher:
 
 def test_batch_in_order_with_usage(endpoint):
     base_url, b = endpoint
-    replies = _teacher(base_url).generate(_requests(10), **GEN)
+    replies = _teacher(base_url).generate(_requests(10), GEN)
     assert [r.key for r in replies] == [f"question-{i}" for i in range(10)]
     assert [r.text for r in replies] == [f"echo: question {i}" for i in range(10)]
     assert all(r.error is None for r in replies)
@@ -159,7 +160,7 @@ def test_batch_in_order_with_usage(endpoint):
 def test_api_key_from_env_and_seed_per_key(endpoint, monkeypatch):
     base_url, b = endpoint
     monkeypatch.setenv("CIFT_TEST_KEY", "sk-test")
-    _teacher(base_url).generate(_requests(2), **GEN)
+    _teacher(base_url).generate(_requests(2), GEN)
     assert {s["authorization"] for s in b.seen} == {"Bearer sk-test"}
     assert len({s["seed"] for s in b.seen}) == 2  # requests in a batch do not share a seed
     assert request_seed(7, "k1") == request_seed(7, "k1") != request_seed(8, "k1")
@@ -169,7 +170,7 @@ def test_requests_run_concurrently(endpoint):
     base_url, b = endpoint
     b.delay_s = 0.2
     start = time.monotonic()
-    replies = _teacher(base_url, concurrency=4).generate(_requests(8), **GEN)
+    replies = _teacher(base_url, concurrency=4).generate(_requests(8), GEN)
     elapsed = time.monotonic() - start
     assert all(r.error is None for r in replies)
     assert b.max_inflight > 1
@@ -181,7 +182,7 @@ def test_requests_run_concurrently(endpoint):
 def test_transient_failures_are_retried(endpoint, status):
     base_url, b = endpoint
     b.fail_first, b.fail_status = 2, status
-    replies = _teacher(base_url, concurrency=1).generate(_requests(1), **GEN)
+    replies = _teacher(base_url, concurrency=1).generate(_requests(1), GEN)
     assert replies[0].error is None and replies[0].text == "echo: question 0"
     assert b.calls == 3
 
@@ -191,7 +192,7 @@ def test_always_failing_endpoint_raises_in_bounded_time(endpoint):
     b.always_status = 500
     start = time.monotonic()
     with pytest.raises(TeacherUnavailable) as info:
-        _teacher(base_url, max_retries=2, concurrency=2).generate(_requests(4), **GEN)
+        _teacher(base_url, max_retries=2, concurrency=2).generate(_requests(4), GEN)
     assert time.monotonic() - start < 3
     message = str(info.value)
     assert base_url in message and "HTTP 500" in message and "3 times" in message
@@ -203,7 +204,7 @@ def test_slow_endpoint_times_out_then_raises(endpoint):
     b.delay_s = 1.5
     start = time.monotonic()
     with pytest.raises(TeacherUnavailable) as info:
-        _teacher(base_url, timeout_s=0.3, max_retries=1).generate(_requests(1), **GEN)
+        _teacher(base_url, timeout_s=0.3, max_retries=1).generate(_requests(1), GEN)
     assert time.monotonic() - start < 1.5
     assert base_url in str(info.value) and "Timeout" in str(info.value)
     assert b.calls == 2  # first try + one retry
@@ -215,14 +216,14 @@ def test_unreachable_endpoint_raises():
         port = s.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(TeacherUnavailable, match=f"{port}.*Connection"):
-        _teacher(base_url, max_retries=1).generate(_requests(2), **GEN)
+        _teacher(base_url, max_retries=1).generate(_requests(2), GEN)
 
 
 def test_bad_request_is_a_per_request_error(endpoint):
     base_url, b = endpoint
     b.bad_request_word = "poison"
     reqs = _requests(2) + _requests(1, word="poison")
-    replies = _teacher(base_url).generate(reqs, **GEN)
+    replies = _teacher(base_url).generate(reqs, GEN)
     assert [r.error for r in replies[:2]] == [None, None]
     bad = replies[2]
     assert bad.text == "" and bad.error is not None
@@ -232,5 +233,5 @@ def test_bad_request_is_a_per_request_error(endpoint):
 
 def test_empty_batch_makes_no_calls(endpoint):
     base_url, b = endpoint
-    assert _teacher(base_url).generate([], **GEN) == []
+    assert _teacher(base_url).generate([], GEN) == []
     assert b.calls == 0

@@ -16,6 +16,7 @@ import cift.scoring.embeddings
 import cift.scoring.gradients
 import cift.scoring.ifd
 from cift.models.loading import ModelSpec
+from cift.models.sampling import Sampling
 
 SYSTEM = "You are an experienced physician."
 SAMPLE = {
@@ -128,6 +129,6 @@ def test_an_endpoint_teacher_or_judge_reports_each_request(bars, monkeypatch):
     teacher = OpenAITeacher("http://127.0.0.1:9/v1", "m", name="judge-openai", concurrency=2)
     monkeypatch.setattr(teacher, "_one", lambda r, *_: TeacherReply(r.key, "A", 1, 1))
     requests = [TeacherRequest(f"k{i}", [{"role": "user", "content": "q"}]) for i in range(5)]
-    replies = teacher.generate(requests, max_new_tokens=4, temperature=0.0, top_p=1.0, seed=0)
+    replies = teacher.generate(requests, Sampling(max_new_tokens=4, seed=0))
     assert [r.key for r in replies] == [f"k{i}" for i in range(5)]
     assert [(b["desc"], b["total"], b["count"]) for b in bars] == [("judge-openai", 5, 5)]

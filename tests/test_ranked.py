@@ -123,7 +123,7 @@ class Scripted:
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers, self.seconds = answers, 0.0
 
-    def generate(self, requests, **kw):
+    def generate(self, requests, sampling):
         return [TeacherReply(r.key, self.answers[r.key], 10, 5) for r in requests]
 
 

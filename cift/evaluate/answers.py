@@ -112,13 +112,7 @@ def generate_answers(
             part = todo[start : start + chunk]
             requests = [TeacherRequest(s["id"], student_messages(s, system_prompt)) for s in part]
             before = getattr(gen, "seconds", 0.0)
-            replies = gen.generate(
-                requests,
-                max_new_tokens=sampling.max_new_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                seed=sampling.seed,
-            )
+            replies = gen.generate(requests, sampling)
             stats["seconds"] += getattr(gen, "seconds", 0.0) - before
             stats["tokens"] += sum(r.completion_tokens for r in replies)
             rows = [(keys[s["id"]], r.text) for s, r in zip(part, replies, strict=True)]

@@ -35,6 +35,7 @@ import yaml
 
 from cift.evaluate.metrics import bootstrap_ci
 from cift.generate.teachers.base import TeacherRequest
+from cift.models.sampling import Sampling
 
 DEFAULT_PROMPT_PATH = Path(__file__).resolve().parent / "judge_prompt.yaml"
 _FIELDS = ("question", "answer_a", "answer_b", "reference")
@@ -238,9 +239,11 @@ def _forced_judgments(judge: Any, jp: JudgePrompt, requests: list[TeacherRequest
     return out
 
 
-def _text_judgments(judge: Any, jp: JudgePrompt, requests: list[TeacherRequest], **gen) -> list:
+def _text_judgments(
+    judge: Any, jp: JudgePrompt, requests: list[TeacherRequest], sampling: Sampling
+) -> list:
     """One batched `generate` call; a failed request raises, naming endpoint and status."""
-    replies = judge.generate(requests, **gen) if requests else []
+    replies = judge.generate(requests, sampling) if requests else []
     if len(replies) != len(requests):
         raise JudgeError(f"judge returned {len(replies)} replies for {len(requests)} requests")
     failed = [r for r in replies if r.error is not None]
@@ -326,8 +329,10 @@ def judge_pairs(
     if forced:
         judgments = _forced_judgments(judge, jp, requests) if requests else []
     else:
-        gen = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
-        judgments = _text_judgments(judge, jp, requests, **gen, seed=seed)
+        sampling = Sampling(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
+        judgments = _text_judgments(judge, jp, requests, sampling)
 
     rows: list[dict] = []
     counts = {"win": 0, "loss": 0, "tie": 0}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -39,13 +38,13 @@ class RemoteAnswers:
     """What `generate_answers` calls for one version: an OpenAI teacher on the version's model
     name, with the local generator's stop-after-line rule applied to the replies."""
 
-    def __init__(self, teacher: OpenAITeacher, stop_after_line: str | None) -> None:
-        self.teacher, self.stop_after_line = teacher, stop_after_line
+    def __init__(self, teacher: OpenAITeacher) -> None:
+        self.teacher = teacher
         self.seconds = 0.0
 
-    def generate(self, requests: list[TeacherRequest], **kwargs: Any) -> list[TeacherReply]:
+    def generate(self, requests: list[TeacherRequest], sampling: Sampling) -> list[TeacherReply]:
         started = time.perf_counter()
-        replies = self.teacher.generate(requests, **kwargs)
+        replies = self.teacher.generate(requests, sampling)
         self.seconds += time.perf_counter() - started
         failed = [r for r in replies if r.error]
         if failed:  # an empty answer would be cached and scored as the model's
@@ -53,9 +52,9 @@ class RemoteAnswers:
                 f"evaluate.openai: {len(failed)} requests failed, e.g. {failed[0].key!r}: "
                 f"{failed[0].error}"
             )
-        if self.stop_after_line:
+        if sampling.stop_after_line:
             for r in replies:
-                r.text = cut_after_line(r.text, self.stop_after_line)
+                r.text = cut_after_line(r.text, sampling.stop_after_line)
         return replies
 
 
@@ -122,4 +121,4 @@ class RemoteVersions:
             name=f"answers {version.name}",
             **self.teacher_kw,
         )
-        return RemoteAnswers(teacher, sampling.stop_after_line or None)
+        return RemoteAnswers(teacher)

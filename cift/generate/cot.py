@@ -20,6 +20,7 @@ from cift.data.sample import record_sample, sample_task
 from cift.data.validity import validate_answer
 from cift.generate.prompts import teacher_messages
 from cift.generate.teachers.base import Teacher, TeacherRequest
+from cift.models.sampling import Sampling
 
 
 @dataclass
@@ -159,11 +160,13 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
     def call(reqs, max_new, stop, temperature=s.temperature):
         return teacher.generate(
             reqs,
-            max_new_tokens=max_new,
-            temperature=temperature,
-            top_p=s.top_p,
-            seed=seed,
-            stop=stop,
+            Sampling(
+                max_new_tokens=max_new,
+                temperature=temperature,
+                top_p=s.top_p,
+                seed=seed,
+                stop=tuple(stop or ()),
+            ),
         )
 
     started = time.perf_counter()

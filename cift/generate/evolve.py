@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from cift.models.sampling import Sampling
+
 PARTS = Path(__file__).with_name("prompt_parts.yaml")
 REWRITER = (
     "You improve instructions given to a clinical assistant. {operation} Reply with the new "
@@ -95,7 +97,8 @@ def evolve(
                 meta.append((task, parent, op))
         replies = (
             teacher.generate(
-                requests, max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.95, seed=seed + r
+                requests,
+                Sampling(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.95, seed=seed + r),
             )
             if requests
             else []

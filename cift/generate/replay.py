@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cift.data.general import general_messages, validate_general_answer
 from cift.generate.teachers.base import Teacher, TeacherRequest
+from cift.models.sampling import Sampling
 
 
 def replay_samples(
@@ -33,10 +34,12 @@ def replay_samples(
         # greedy first (the model's own best answer), sampling on retries
         replies = teacher.generate(
             requests,
-            max_new_tokens=max_new_tokens,
-            temperature=0.0 if attempt == 0 else 0.7,
-            top_p=0.95,
-            seed=seed + attempt,
+            Sampling(
+                max_new_tokens=max_new_tokens,
+                temperature=0.0 if attempt == 0 else 0.7,
+                top_p=0.95,
+                seed=seed + attempt,
+            ),
         )
         retry = []
         for task, reply in zip(pending, replies, strict=True):

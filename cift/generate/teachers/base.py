@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from cift.models.sampling import Sampling
+
 
 @dataclass
 class TeacherRequest:
@@ -33,13 +35,9 @@ class Teacher(Protocol):
     def generate(
         self,
         requests: list[TeacherRequest],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: list[str] | None = None,
+        sampling: Sampling,
     ) -> list[TeacherReply]:
-        """One reply per request, in order. A last message with role "assistant" is a prefill
-        that the reply continues (the reply's text excludes it); `stop` strings end a reply."""
+        """One reply per request, in order, decoded as `sampling` says (token budget,
+        temperature, top_p, seed, stop strings). A last message with role "assistant" is a
+        prefill that the reply continues (the reply's text excludes it)."""
         ...

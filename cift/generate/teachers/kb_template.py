@@ -12,6 +12,7 @@ from cift.data.answer import render_answer
 from cift.data.reference import reference_answer
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.kb import load_kb
+from cift.models.sampling import Sampling
 
 
 class KBTemplateTeacher:
@@ -27,18 +28,13 @@ class KBTemplateTeacher:
     def generate(
         self,
         requests: list[TeacherRequest],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: list[str] | None = None,
+        sampling: Sampling,
     ) -> list[TeacherReply]:
         replies = []
         for req in requests:
             if req.record is None:
                 raise ValueError(f"{req.key}: the kb_template teacher needs the structured record")
-            rng = random.Random(f"{seed}-{req.key}")
+            rng = random.Random(f"{sampling.seed}-{req.key}")
             text = render_answer(reference_answer(self.kb, req.record, rng, restate=self.restate))
             replies.append(TeacherReply(req.key, text, 0, len(text.split())))
         return replies

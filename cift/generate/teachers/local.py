@@ -3,6 +3,8 @@ the shared `cift.models.generator.Generator` (batched, length-sorted, left-padde
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.models import LoadedModel, ModelSpec
 from cift.models.generator import Generator
@@ -68,21 +70,17 @@ class LocalTeacher:
     def generate(
         self,
         requests: list[TeacherRequest],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: list[str] | None = None,
+        sampling: Sampling,
     ) -> list[TeacherReply]:
-        sampling = Sampling(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=tuple(stop or ()),
-            stop_after_line=self.stop_after_line,
-            repetition_penalty=self.repetition_penalty,
+        # the teacher's own stop line and repetition penalty fill what the caller left unset
+        sampling = replace(
+            sampling,
+            stop_after_line=sampling.stop_after_line or self.stop_after_line,
+            repetition_penalty=(
+                sampling.repetition_penalty
+                if sampling.repetition_penalty != 1.0
+                else self.repetition_penalty
+            ),
         )
         tok = self.loaded.tokenizer
         ids = [tok(self.prompt_text(r), add_special_tokens=False)["input_ids"] for r in requests]

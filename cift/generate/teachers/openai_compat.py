@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import openai
 
 from cift.generate.teachers.base import TeacherReply, TeacherRequest
+from cift.models.sampling import Sampling
 from cift.progress import progress
 
 log = logging.getLogger(__name__)
@@ -110,19 +111,19 @@ class OpenAITeacher:
     def generate(
         self,
         requests: list[TeacherRequest],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int,
-        stop: list[str] | None = None,
+        sampling: Sampling,
     ) -> list[TeacherReply]:
         """Answer every request; raise `TeacherUnavailable` if the endpoint is down."""
         if not requests:
             return []
-        params = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
-        if stop:
-            params["stop"] = stop
+        params: dict = {
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": max(sampling.temperature, 0.0),
+            "top_p": sampling.top_p,
+        }
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
+        seed = sampling.seed or 0
         if self.top_logprobs is not None:
             params |= {"logprobs": True, "top_logprobs": self.top_logprobs}
         abort = threading.Event()
