@@ -170,7 +170,7 @@ def cmd_judge_calibrate(args: argparse.Namespace) -> int:
     from cift.evaluate.build import build_judge
     from cift.evaluate.calibrate import SUMMARY_KEYS, judge_calibration
     from cift.evaluate.judge import JudgeError
-    from cift.generate.teachers.openai_compat import TeacherUnavailable
+    from cift.models.openai_chat import TeacherUnavailable
 
     cfg = run_config(args.overrides)
     judge = build_judge(cfg)

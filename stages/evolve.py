@@ -17,9 +17,9 @@ def main() -> None:
     from cift.config import load_params
     from cift.generate.batches import evolved_pool_path
     from cift.generate.evolve import evolve, load_parts
-    from cift.generate.teachers.local import LocalTeacher
     from cift.generate.teachers.mix import member_configs
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+    from cift.models.local_chat import LocalTeacher
     from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()

@@ -15,8 +15,8 @@ def main() -> None:
     from cift.config import load_params
     from cift.data.general import load_general_tasks, split_general, subsample
     from cift.generate.replay import replay_samples
-    from cift.generate.teachers.local import LocalTeacher
     from cift.io.jsonl import write_json_atomic, write_jsonl_atomic
+    from cift.models.local_chat import LocalTeacher
     from cift.tracking import log_summary, stage_run
 
     started = time.perf_counter()

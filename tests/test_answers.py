@@ -12,9 +12,9 @@ import torch
 from cift.deploy.pointers import deployed_after
 from cift.evaluate.answers import AnswerCache, Version, answer_sampling, generate_answers
 from cift.evaluate.suite import Evaluator, summary
-from cift.generate.teachers.base import TeacherReply
 from cift.kb.loader import load_kb
 from cift.models.adapter_format import adapter_digest
+from cift.models.chat import TeacherReply
 from cift.models.generator import RowStop, cut_after_line
 
 ANSWER = "1. Fever.\n2. Cough.\n3. Aches.\nDiagnosis: Influenza\nAdvice: Rest and fluids.\n"

@@ -31,8 +31,8 @@ from cift.evaluate.safety import (
     record_red_flags,
     safety_violations,
 )
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.kb.loader import load_kb
+from cift.models.chat import TeacherReply, TeacherRequest
 
 
 @pytest.fixture(scope="module")

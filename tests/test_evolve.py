@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cift.generate.evolve import PromptAssembler, check_instruction, clean, evolve, load_parts
-from cift.generate.teachers.base import TeacherReply
+from cift.models.chat import TeacherReply
 
 PARTS = load_parts()
 KW = PARTS["keywords"]
@@ -83,8 +83,8 @@ def test_assembled_prompts_follow_the_weights_and_are_seeded():
 
 def test_a_real_model_evolves_in_one_batched_call():
     """The tiny random model writes nonsense: every attempt ends in the pool or the rejects."""
-    from cift.generate.teachers.local import LocalTeacher
     from cift.models import ModelSpec
+    from cift.models.local_chat import LocalTeacher
 
     llm = LocalTeacher(ModelSpec(name="tiny", source="tiny_random"), batch_size=16)
     pool, rejects, counts = evolve(llm, PARTS, operations=["rewrite"], max_new_tokens=8)

@@ -12,9 +12,9 @@ from cift.data.answer import render_answer
 from cift.data.records import sample_record
 from cift.data.reference import reference_answer
 from cift.generate.cot import GenerationSettings, ProgressLog, generate_cot
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.generate.teachers.kb_template import KBTemplateTeacher
 from cift.kb import load_kb
+from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.sampling import Sampling
 
 KB_PATH = Path(__file__).parent / "fixtures" / "kb_small.yaml"
@@ -183,8 +183,8 @@ def test_kb_template_teacher_is_always_valid(kb, records, tmp_path, restate: boo
 
 @pytest.mark.slow
 def test_local_teacher_batches_in_order_with_stops(tmp_path):
-    from cift.generate.teachers.local import LocalTeacher
     from cift.models import ModelSpec
+    from cift.models.local_chat import LocalTeacher
 
     teacher = LocalTeacher(ModelSpec(name="tiny", source="tiny_random"), batch_size=3)
     msgs = [[{"role": "user", "content": "x " * n}] for n in (1, 30, 5, 12, 2)]

@@ -17,19 +17,8 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
-# Imports of the teacher interface from outside generate/, until the batched generator of
-# cift/models replaces the teachers there (issue 18): (importing module, imported module).
-TEACHER_INTERFACE_PENDING = {
-    ("cift.evaluate.answers", "cift.generate.teachers.base"),
-    ("cift.evaluate.judge", "cift.generate.teachers.base"),
-    ("cift.evaluate.build", "cift.generate.teachers.local"),
-    ("cift.evaluate.remote", "cift.generate.teachers.base"),
-    ("cift.evaluate.remote", "cift.generate.teachers.openai_compat"),
-}
 MAY_IMPORT_GENERATE = {"cift.cli"}  # the top-level CLI wires everything, as stages/ do
 
 
@@ -128,9 +117,7 @@ def outside_imports_of_generate() -> list[str]:
         if module.startswith("cift.generate") or module in MAY_IMPORT_GENERATE:
             continue
         for target, where in edges.items():
-            if target.startswith("cift.generate") and (module, target) not in (
-                TEACHER_INTERFACE_PENDING
-            ):
+            if target.startswith("cift.generate"):
                 found.append(f"{module} imports {target} ({where})")
     return found
 
@@ -138,10 +125,3 @@ def outside_imports_of_generate() -> list[str]:
 def test_nothing_outside_generate_imports_generate():
     found = outside_imports_of_generate()
     assert not found, "only stages/ and cift.cli may import cift.generate:\n" + "\n".join(found)
-
-
-@pytest.mark.parametrize("pair", sorted(TEACHER_INTERFACE_PENDING))
-def test_pending_teacher_interface_imports_still_exist(pair: tuple[str, str]):
-    """An exemption whose import has gone must go too, or it would hide a new one."""
-    module, target = pair
-    assert target in cift_graph().get(module, {}), f"drop {pair} from the list"

@@ -35,10 +35,10 @@ from cift.evaluate.judge import (
     judge_pairs,
     load_judge_prompt,
 )
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
-from cift.generate.teachers.openai_compat import OpenAITeacher, TeacherUnavailable
 from cift.kb import load_kb
 from cift.models import ModelSpec
+from cift.models.chat import TeacherReply, TeacherRequest
+from cift.models.openai_chat import OpenAITeacher, TeacherUnavailable
 from tests.conftest import compose
 
 STYLES = ["note", "lay", "dialogue"]

@@ -14,8 +14,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cift.generate.teachers.base import TeacherRequest
-from cift.generate.teachers.openai_compat import OpenAITeacher, TeacherUnavailable, request_seed
+from cift.models.chat import TeacherRequest
+from cift.models.openai_chat import OpenAITeacher, TeacherUnavailable, request_seed
 from cift.models.sampling import Sampling
 
 GEN = Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9, seed=7)

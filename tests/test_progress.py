@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import cift.evaluate.answers
-import cift.generate.teachers.openai_compat
 import cift.models.generator
+import cift.models.openai_chat
 import cift.progress
 import cift.scoring.embeddings
 import cift.scoring.gradients
@@ -74,7 +74,7 @@ def bars(monkeypatch) -> list[dict]:
         cift.scoring.gradients,
         cift.evaluate.answers,
         cift.models.generator,
-        cift.generate.teachers.openai_compat,
+        cift.models.openai_chat,
     ):
         monkeypatch.setattr(module, "progress", recording)
     return opened
@@ -108,7 +108,7 @@ def test_ifd_gradients_and_embeddings_report_progress(bars, tiny):
 
 def test_answers_and_the_local_teacher_report_progress(bars, tmp_path):
     from cift.evaluate.answers import AnswerCache, Version, answer_sampling, generate_answers
-    from cift.generate.teachers.local import LocalTeacher
+    from cift.models.local_chat import LocalTeacher
 
     teacher = LocalTeacher(ModelSpec(name="tiny", source="tiny_random"), batch_size=2)
     samples = [{**SAMPLE, "id": f"s{i}"} for i in range(3)]
@@ -123,8 +123,8 @@ def test_answers_and_the_local_teacher_report_progress(bars, tmp_path):
 
 
 def test_an_endpoint_teacher_or_judge_reports_each_request(bars, monkeypatch):
-    from cift.generate.teachers.base import TeacherReply, TeacherRequest
-    from cift.generate.teachers.openai_compat import OpenAITeacher
+    from cift.models.chat import TeacherReply, TeacherRequest
+    from cift.models.openai_chat import OpenAITeacher
 
     teacher = OpenAITeacher("http://127.0.0.1:9/v1", "m", name="judge-openai", concurrency=2)
     monkeypatch.setattr(teacher, "_one", lambda r, *_: TeacherReply(r.key, "A", 1, 1))

@@ -22,8 +22,8 @@ from cift.evaluate.ranked import (
     split_pair,
 )
 from cift.evaluate.suite import Evaluator, summary
-from cift.generate.teachers.base import TeacherReply
 from cift.kb.loader import load_kb
+from cift.models.chat import TeacherReply
 from cift.models.loading import ModelSpec
 
 # "Otitis media" / "Otitis externa" share leading tokens: the trie shares their nodes

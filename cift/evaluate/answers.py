@@ -18,9 +18,9 @@ from typing import Any
 
 from cift.data.answer import STOP_AFTER
 from cift.data.sample import student_messages
-from cift.generate.teachers.base import TeacherRequest
 from cift.io.jsonl import KeyedLog
 from cift.models.adapter_format import adapter_digest
+from cift.models.chat import TeacherRequest
 from cift.models.sampling import Sampling
 from cift.progress import progress
 

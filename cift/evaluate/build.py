@@ -43,7 +43,7 @@ def build_evaluator(cfg: DictConfig, records: Iterable[dict] = (), kb: Any = Non
     from hydra.utils import instantiate
 
     from cift.config import domain_kb
-    from cift.generate.teachers.local import LocalTeacher
+    from cift.models.local_chat import LocalTeacher
 
     spec = instantiate(cfg.model)
     e = cfg.evaluate

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from cift.evaluate.metrics import bootstrap_ci
-from cift.generate.teachers.base import TeacherRequest
+from cift.models.chat import TeacherRequest
 from cift.models.sampling import Sampling
 
 DEFAULT_PROMPT_PATH = Path(__file__).resolve().parent / "judge_prompt.yaml"

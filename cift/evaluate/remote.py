@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 
 from cift.evaluate.answers import Version
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
-from cift.generate.teachers.openai_compat import OpenAITeacher
+from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.generator import cut_after_line
+from cift.models.openai_chat import OpenAITeacher
 from cift.models.sampling import Sampling
 
 PREFIX = "cift-"

@@ -19,7 +19,7 @@ from cift.data.answer import ADVICE, DIAGNOSIS, LINE_STOP, STEP_STOP, STEPS_PREF
 from cift.data.sample import record_sample, sample_task
 from cift.data.validity import validate_answer
 from cift.generate.prompts import teacher_messages
-from cift.generate.teachers.base import Teacher, TeacherRequest
+from cift.models.chat import Teacher, TeacherRequest
 from cift.models.sampling import Sampling
 
 

@@ -78,7 +78,7 @@ def evolve(
     seed: int = 0,
 ) -> tuple[list[dict], list[dict], dict]:
     """(pool rows {task, instruction, operation, parent, round}, rejects with reasons, counts)."""
-    from cift.generate.teachers.base import TeacherRequest
+    from cift.models.chat import TeacherRequest
 
     seeds = parts["seeds"]
     seen = {_norm(s) for items in seeds.values() for s in items}

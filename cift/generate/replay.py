@@ -8,7 +8,7 @@ validity rules, and every invalid answer is kept with its reason.
 from __future__ import annotations
 
 from cift.data.general import general_messages, validate_general_answer
-from cift.generate.teachers.base import Teacher, TeacherRequest
+from cift.models.chat import Teacher, TeacherRequest
 from cift.models.sampling import Sampling
 
 

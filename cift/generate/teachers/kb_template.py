@@ -10,8 +10,8 @@ import random
 
 from cift.data.answer import render_answer
 from cift.data.reference import reference_answer
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.kb import load_kb
+from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.sampling import Sampling
 
 

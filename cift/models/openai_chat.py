@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import openai
 
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
+from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.sampling import Sampling
 from cift.progress import progress
 

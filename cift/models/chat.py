@@ -1,4 +1,5 @@
-"""The teacher interface: anything that turns chat prompts into answers (model, endpoint, KB)."""
+"""The chat interface of teachers, judges and evaluation: requests in, replies out (a model,
+an endpoint or the KB behind it; `Sampling` says how to decode)."""
 
 from __future__ import annotations
 

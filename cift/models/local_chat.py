@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cift.generate.teachers.base import TeacherReply, TeacherRequest
 from cift.models import LoadedModel, ModelSpec
+from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.generator import Generator
 from cift.models.sampling import Sampling
 
