@@ -358,3 +358,17 @@ def test_bench_diversity_responses_are_deterministic_and_sized():
     responses = build_responses(16, seed=0)
     assert len(responses) == 16 and all(3 <= len(r) <= 12 for r in responses)
     assert responses == build_responses(16, seed=0)
+
+
+def test_histograms_draw_where_samples_went_even_for_a_selector_that_scores_nothing():
+    from cift.filters.report import histograms
+
+    rows = [{"id": f"s{i}", "verdict": "kept", "step": None, "reason": None} for i in range(3)]
+    rows += [{"id": "s9", "verdict": "dropped", "step": "random", "reason": "not_selected"}]
+    plots = histograms(rows)
+    assert plots == {
+        "verdicts": [{"bin": "kept", "count": 3}, {"bin": "random: not_selected", "count": 1}]
+    }
+    scored = histograms([r | {"ifd": 0.1 * i} for i, r in enumerate(rows)], bins=2)
+    assert set(scored) == {"verdicts", "ifd"} and sum(b["count"] for b in scored["ifd"]) == 4
+    assert histograms([]) == {}
