@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +80,27 @@ def bag_embed(texts: list[str]):
         for w in re.findall(r"\w+", text.lower()):
             out[i, sum(map(ord, w)) * 31 % 512] += 1
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+@contextlib.contextmanager
+def running_app(app) -> Iterator[str]:
+    """A FastAPI app served by uvicorn in a thread on a free 127.0.0.1 port: yields its URL
+    (no /v1), stops it on exit. The fake endpoints of the OpenAI-compatible tests run here."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "test server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=5)
+        sock.close()

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -39,7 +36,7 @@ from cift.kb import load_kb
 from cift.models import ModelSpec
 from cift.models.chat import TeacherReply, TeacherRequest
 from cift.models.openai_chat import OpenAITeacher, TeacherUnavailable
-from tests.conftest import compose
+from tests.conftest import compose, running_app
 
 STYLES = ["note", "lay", "dialogue"]
 
@@ -215,20 +212,8 @@ def fake_endpoint() -> Iterator[tuple[str, dict]]:
         status, payload = state["handler"](body)
         return JSONResponse(payload, status)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", state
-    srv.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with running_app(app) as url:
+        yield f"{url}/v1", state
 
 
 def _openai_judge(base_url: str, **kw) -> OpenAITeacher:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from cift.models.chat import TeacherRequest
 from cift.models.openai_chat import OpenAITeacher, TeacherUnavailable, request_seed
 from cift.models.sampling import Sampling
+from tests.conftest import running_app
 
 GEN = Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9, seed=7)
 
@@ -95,24 +94,8 @@ def _app(state: dict[str, Behaviour]) -> FastAPI:
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, dict[str, Behaviour]]]:
     state = {"b": Behaviour()}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        _app(state), log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1", state
-    srv.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with running_app(_app(state)) as url:
+        yield f"{url}/v1", state
 
 
 @pytest.fixture

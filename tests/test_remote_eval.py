@@ -3,20 +3,17 @@ by name at runtime, answers cut after the Advice line, cached like local answers
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from omegaconf import OmegaConf
 
 from cift.evaluate.answers import AnswerCache, Version, answer_sampling, generate_answers
 from cift.evaluate.remote import RemoteVersions, adapter_model_name
+from tests.conftest import running_app
 
 ANSWER = "Step 1: cough.\nDiagnosis: Asthma\nAdvice: see a doctor.\nTrailing text the cut drops."
 
@@ -65,20 +62,8 @@ def _app(seen: dict) -> FastAPI:
 @pytest.fixture
 def vllm() -> Iterator[tuple[str, dict]]:
     seen: dict = {"loaded": {}, "chat": []}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_app(seen), log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "fake vLLM did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", seen
-    srv.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with running_app(_app(seen)) as url:
+        yield f"{url}/v1", seen
 
 
 SAMPLES = [{"id": f"s{i}", "instruction": "Diagnose.", "input": f"case {i}"} for i in range(3)]
