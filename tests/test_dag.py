@@ -173,6 +173,10 @@ def check_reports(reports: Path) -> None:
         assert proxy[mode]["per_batch"][0]["known_selected"] == proxy[mode]["known_selected"]
     paired = proxy["dynamic_vs_static"]
     assert [r["batch"] for r in paired["per_batch"]] == ["b2"] and paired["total"]["n"] > 0
+    repeats = proxy["repeat_candidates"]  # candidates repeating what the chain trained on
+    assert [r["batch"] for r in repeats["per_batch"]] == ["b2"]
+    assert 0 <= repeats["total"] <= repeats["per_batch"][0]["candidates"]
+    assert proxy["dynamic"]["repeats_selected"] <= repeats["total"]
     lo, hi = paired["total"]["diff_ci"]
     assert -1.0 <= lo <= paired["total"]["diff"] <= hi <= 1.0
     assert set(paired["claim"]) == {"claim", "estimate", "ci", "verdict"}
