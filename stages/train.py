@@ -1,9 +1,10 @@
 """DVC stage `train@<i>`: a LoRA adapter on this batch's selected samples + general replay.
 
 Usage: python stages/train.py BATCH_NAME
-Reads runs/<experiment>/<batch>/selected.jsonl, data/general/replay.jsonl and the deployed
-pointer of the previous batch (train.init=production starts from its adapter); writes the
-adapter to runs/<experiment>/versions/<batch>/ and its summary to
+Reads runs/<experiment>/<batch>/selected.jsonl, the previous batch's pending.jsonl (selections
+of blocked candidates since the last promotion, `train.carry_blocked`), data/general/replay.jsonl
+and the deployed pointer of the previous batch (train.init=production starts from its
+adapter); writes the adapter to runs/<experiment>/versions/<batch>/ and its summary to
 runs/<experiment>/<batch>/train.json.
 A killed run resumes from runs/.ckpt/<experiment>/<batch>/last.ckpt.
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 def main(name: str) -> None:
     from hydra.utils import instantiate
 
-    from cift.config import load_params
-    from cift.deploy.pointers import previous_pointer, version_dir
+    from cift.config import batch_spec, load_params
+    from cift.deploy.pointers import pending_path, previous_pointer, version_dir
     from cift.io.jsonl import read_jsonl_trusted, write_json_atomic
     from cift.tracking import lightning_loggers, log_summary, stage_run
     from cift.train import train_adapter
@@ -29,7 +30,9 @@ def main(name: str) -> None:
     cfg = load_params()
     exp, runs = cfg.experiment_name, Path(cfg.paths.runs)
     deployed = previous_pointer(cfg, name, "deployed")
-    selected = read_jsonl_trusted(runs / exp / name / "selected.jsonl")
+    # the selections a blocked candidate left (train.carry_blocked), then this batch's
+    carried = read_jsonl_trusted(pending_path(runs, exp, batch_spec(cfg, name)["prev"]))
+    selected = carried + read_jsonl_trusted(runs / exp / name / "selected.jsonl")
     replay = read_jsonl_trusted(Path(cfg.paths.data) / "general" / "replay.jsonl")
     with stage_run(cfg, "train", batch=name) as run:  # one run: Lightning's curves + summary
         summary = train_adapter(
@@ -49,6 +52,7 @@ def main(name: str) -> None:
             "batch": name,
             "version": f"{exp}/{name}",
             "parent": deployed["version"],
+            "carried": len(carried),
             "seconds": round(time.perf_counter() - started, 1),
         }
         log_summary(run, summary, version=summary["version"], parent=summary["parent"])

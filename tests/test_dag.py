@@ -65,6 +65,13 @@ def check_train_evaluate_deploy(runs: Path) -> None:
         assert deployed["decision"] == ("promote" if decision["promote"] else "keep")
         previous = json.loads((runs / prev / "deployed.json").read_text())
         assert train["init_adapter"] == previous["adapter_path"]
+        # train.carry_blocked: a blocked candidate's selection is trained on by the next one
+        carried = jsonl(runs / prev / "pending.jsonl")
+        assert train["carried"] == len(carried)
+        pending = jsonl(runs / batch / "pending.jsonl")
+        assert pending == (
+            [] if decision["promote"] else carried + jsonl(runs / batch / "selected.jsonl")
+        )
         assert decision["deployed"]["version"] == previous["version"]
     # b2 checks b1's validation split, by the direct score (tiny, as small: gate.metric=direct)
     forgetting = decision["terms"]["forgetting"]

@@ -33,3 +33,14 @@ def test_static_proxy_never_moves():
 
 def test_base_deployed_has_no_adapter():
     assert base_deployed("x") == {"version": "x/base", "adapter_path": None, "decision": "base"}
+
+
+def test_blocked_selections_wait_for_the_next_candidate_until_a_promotion():
+    from cift.deploy.pointers import pending_after
+
+    b1, b2, b3 = [{"id": "a"}], [{"id": "b"}], [{"id": "c"}]
+    after_b1 = pending_after([], b1, promoted=False, carry=True)
+    after_b2 = pending_after(after_b1, b2, promoted=False, carry=True)
+    assert after_b2 == b1 + b2  # b3's candidate trains on both blocked selections and its own
+    assert pending_after(after_b2, b3, promoted=True, carry=True) == []  # production has them
+    assert pending_after(after_b1, b2, promoted=False, carry=False) == []  # the old behaviour

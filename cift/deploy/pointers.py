@@ -47,6 +47,21 @@ def pointer_path(runs: str | Path, experiment: str, batch: str, kind: str) -> Pa
     return Path(runs) / experiment / batch / f"{kind}.json"
 
 
+def pending_path(runs: str | Path, experiment: str, batch: str) -> Path:
+    """The selected samples not yet in production after `batch` (deploy@<batch> writes it)."""
+    return Path(runs) / experiment / batch / "pending.jsonl"
+
+
+def pending_after(
+    pending: list[dict], selected: list[dict], promoted: bool, carry: bool
+) -> list[dict]:
+    """What the next candidate trains on besides its own batch's selection: nothing after a
+    promotion (production has learnt it), else every selection since production was last
+    promoted (`train.carry_blocked`): a blocked candidate's data is not thrown away but reaches
+    production through the next candidate, as a team would retrain on all pending data."""
+    return [] if promoted or not carry else [*pending, *selected]
+
+
 def chain_path(runs: str | Path, experiment: str, batch: str) -> Path:
     """A copy of `deployed.json` in one folder for the whole chain, so stages that read every
     batch's pointer (the continual report) can depend on exactly that folder."""
