@@ -16,6 +16,7 @@ confusion.json}.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -68,8 +69,8 @@ def main(name: str) -> None:
     results, gen_stats, known = {}, {}, {}
     for role, version in versions.items():
         results[role], gen_stats[role] = ev.evaluate_version(version, splits)
-        if direct:
-            known[role], gen_stats[role]["direct"] = known_rows(
+        if direct:  # known_rows keeps the samples' order: split it back per batch
+            rows, gen_stats[role]["direct"] = known_rows(
                 ev.load_model,
                 version,
                 [s for b in names for s in val[b]],
@@ -78,6 +79,9 @@ def main(name: str) -> None:
                 cache=ev.rank_cache,
                 max_tokens=ev.rank_max_tokens,
             )
+            starts = [0, *itertools.accumulate(len(val[b]) for b in names)]
+            spans = itertools.pairwise(starts)
+            known[role] = {b: rows[i:j] for b, (i, j) in zip(names, spans, strict=True)}
 
     (judge, calibration, uninformative), judged = judge_status(cfg), {}
     for split in (f"val/{name}", f"test/{name}") if judge is not None else ():
@@ -91,8 +95,7 @@ def main(name: str) -> None:
     def gate_view(role: str) -> dict:
         gen_val = {b: results[role][f"val/{b}"] for b in names if f"val/{b}" in results[role]}
         if direct:
-            by_id = {r["id"]: r for r in known[role]}
-            scores = {b: case_scores([by_id[s["id"]] for s in val[b]], metric) for b in names}
+            scores = {b: case_scores(known[role][b], metric) for b in names}
         else:
             scores = {b: case_scores(m["rows"], metric) for b, m in gen_val.items()}
         return {
@@ -149,13 +152,10 @@ def main(name: str) -> None:
         **{role: {split: summary(m) for split, m in results[role].items()} for role in versions},
         "direct": {  # the direct ranked score per validation split (gate.metric=direct)
             role: {
-                f"val/{b}": known_accuracy(
-                    [by_id[s["id"]] for s in val[b]], n_boot=int(cfg.gate.bootstrap), seed=cfg.seed
-                )
-                for by_id in [{r["id"]: r for r in rows}]
-                for b in names
+                f"val/{b}": known_accuracy(rows, n_boot=int(cfg.gate.bootstrap), seed=cfg.seed)
+                for b, rows in per_batch.items()
             }
-            for role, rows in known.items()
+            for role, per_batch in known.items()
         }
         or None,
         "judge": uninformative or judge_summary or None,  # candidate vs deployed, per split
