@@ -34,3 +34,19 @@ def test_base_hash_is_the_weights_sha256_and_is_remembered(tmp_path, monkeypatch
 def test_base_hash_needs_safetensors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no \.safetensors"):
         base_model_hash(tmp_path)
+
+
+def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch):
+    """bf16 only where the CPU multiplies it fast: elsewhere it runs at a quarter of fp32's rate."""
+    import torch
+
+    from cift.models import loading
+
+    for fast, dtype, precision in (
+        (True, torch.bfloat16, "bf16-mixed"),
+        (False, torch.float32, "32-true"),
+    ):
+        monkeypatch.setattr(loading, "cpu_has_bf16", lambda fast=fast: fast)
+        assert loading.resolve_dtype("auto") == dtype
+        assert loading.resolve_precision("auto", "cpu") == precision
+    assert loading.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"  # as configured

@@ -78,6 +78,9 @@ def _trainer_cfg(name: str) -> dict:
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / f"{name}.yaml"))
     cfg.pop("defaults", None)
+    from cift.models.loading import resolve_precision
+
+    cfg["precision"] = resolve_precision(str(cfg["precision"]), str(cfg.get("accelerator", "cpu")))
     return {**cfg, "enable_progress_bar": False, "log_every_n_steps": 1_000_000}
 
 

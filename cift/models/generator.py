@@ -87,14 +87,26 @@ class RowStop:
 
 
 class Generator:
-    """Generates for token-id prompts with a loaded causal LM (see the module docstring)."""
+    """Generates for token-id prompts with a loaded causal LM (see the module docstring).
+
+    `cache`: transformers' KV-cache implementation. "static" preallocates prompt + limit
+    positions once per batch instead of growing the cache by a concatenation every step (16 %
+    faster at 128 new tokens on a 2-core CPU, more for longer answers); None: the model's
+    default (for a model whose code has no static cache)."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, batch_size: int = 16, name: str = "generate"
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        name: str = "generate",
+        cache: str | None = "static",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} (must be ≥ 1)")
         self.model, self.tokenizer, self.batch_size, self.name = model, tokenizer, batch_size, name
+        self.cache = cache
         self.seconds = 0.0  # wall time spent decoding, for tokens/s
 
     def generate(
@@ -160,6 +172,7 @@ class Generator:
                 eos_token_id=terminators,
                 pad_token_id=tok.pad_token_id,
                 stopping_criteria=[RowStop(tok, prompt_len, limits, stops, markers)],
+                **({"cache_implementation": self.cache} if self.cache else {}),
             )
         ends = set(terminators) | {tok.pad_token_id}  # finished rows are filled with padding
         results = []

@@ -66,7 +66,9 @@ def compute_dtype(dtype: str, device_type: str) -> Any:
         if device_type == "cuda":
             fast = torch.cuda.is_bf16_supported()
         else:
-            fast = device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            from cift.models.loading import cpu_has_bf16  # oneDNN "supports" bf16 on any AVX512
+
+            fast = device_type == "cpu" and cpu_has_bf16()
         return torch.bfloat16 if fast else None
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")

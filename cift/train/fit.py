@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cift.models.adapter_format import check_base_hash
+from cift.models.loading import resolve_precision
 from cift.train.adapters import init_from_adapter, save_adapter
 from cift.train.data import (
     SFTDataModule,
@@ -171,6 +172,9 @@ def train_adapter(
     """
     cfg = dict(_plain(cfg_train))
     tcfg = dict(_plain(trainer_cfg))
+    tcfg["precision"] = resolve_precision(
+        str(tcfg.get("precision", "32-true")), str(tcfg.get("accelerator", "cpu"))
+    )
     if cfg.get("init", "production") not in INITS:
         raise ValueError(f"train.init: {cfg.get('init')!r} is not one of {INITS}")
     L.seed_everything(seed, workers=True, verbose=False)
