@@ -80,6 +80,10 @@ def test_every_option_composes_and_builds(group: str, option: str):
         partial = instantiate(node, _partial_=True, _recursive_=False)
         assert callable(partial)
         return
+    if group == "trainer":  # `auto` precision is resolved for the CPU as train_adapter does
+        from cift.models.loading import resolve_precision
+
+        node.precision = resolve_precision(node.precision, node.accelerator)
     # model specs are cheap to build (weights load only in .load(); Qwen needs a model cache)
     built = instantiate(node)
     assert built is not None
