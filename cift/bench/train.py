@@ -2,8 +2,9 @@
 
 Reference: fp32, AdamW, 8 samples per batch in random order padded to the batch maximum,
 transformers' full-vocabulary loss. Engine: the step `train_adapter` runs (bf16 autocast on a bf16
-frozen base, length-grouped batches from our sampler, the LM head on supervised positions only,
-clipping from the trainer config). The two alternate step by step, so load from other jobs on a
+frozen base where the CPU has fast bf16, subnormals flushed to zero, length-grouped batches from
+our sampler, the LM head on supervised positions only, clipping from the trainer config).
+The two alternate step by step, so load from other jobs on a
 shared CPU hits both alike; both count non-padding tokens. The two losses are the initial model's
 mean response-token loss on the same 32 samples through each path. Progress goes to stderr; the
 last stdout line is the JSON result; exit 1 when speedup < 3 or the losses differ by more than 2 %.
@@ -18,6 +19,7 @@ timed by `cift.bench.roofline`'s probe at the model's shapes in the engine's dty
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -131,17 +133,21 @@ def initial_losses(spec, train_cfg: dict, examples, pad_id: int, precision: str)
 class _Path:
     """One training path: a fresh LoRA model, its optimiser and its own step; times its steps."""
 
-    def __init__(self, name: str, peft_model, lr: float, step) -> None:
+    def __init__(self, name: str, peft_model, lr: float, step, flush: bool = False) -> None:
         self.name, self.model, self.step_fn = name, peft_model.train(), step
+        self.flush = flush  # subnormals as zero, as train_adapter runs (the engine only)
         params = [p for p in peft_model.parameters() if p.requires_grad]
         self.params = params
         self.opt = torch.optim.AdamW(params, lr=lr)
         self.tokens, self.seconds, self.steps = 0, 0.0, 0
 
     def step(self, batch: dict) -> float:
+        from cift.train.fit import flush_denormals
+
         t0 = time.perf_counter()
-        loss = self.step_fn(self.model, batch, self.params)
-        self.opt.step()
+        with flush_denormals() if self.flush else contextlib.nullcontext():
+            loss = self.step_fn(self.model, batch, self.params)
+            self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.seconds += time.perf_counter() - t0
         self.tokens += int(batch["attention_mask"].sum())
@@ -196,7 +202,11 @@ def interleaved_fit(spec, train_cfg: dict, trainer_cfg: dict, examples, pad_id, 
     if "mixed" in precision and base_dtype(precision) != "float32":
         keep_activation_dtype(engine_model)  # as train_adapter does
     engine = _Path(
-        "engine", engine_model, lr, _engine_step(precision, trainer_cfg.get("gradient_clip_val"))
+        "engine",
+        engine_model,
+        lr,
+        _engine_step(precision, trainer_cfg.get("gradient_clip_val")),
+        flush=True,
     )
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)

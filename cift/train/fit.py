@@ -13,6 +13,8 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,19 @@ class _Clock(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: LoRAModule, *args: Any) -> None:
         module.counters["seconds"] = self._offset + time.perf_counter() - self._t0
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat subnormal floats as zero while training. AdamW's second moments of LoRA weights
+    fall below 1e-38 (squared tiny gradients), and x86 computes on subnormals about 100× slower:
+    the optimizer step took 3.3 s of a ~13 s step on a 2-core CPU, 0.2 s with them flushed.
+    Values that small are far below Adam's eps, so nothing the update uses changes."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -214,7 +229,8 @@ def train_adapter(
         callbacks=callbacks,
         max_steps=max_steps,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
+    with flush_denormals():
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     if not trainer.state.finished:
         raise RuntimeError(f"training stopped early ({trainer.state.status}); no adapter saved")
 
