@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ARMS = ("base", "full", "filtered", "random", "equal_compute")
-TEST = "table1"  # the split name of Table 1's test set in the evaluator's results
 
 
 def main(arm: str, source: str, match: str) -> None:
@@ -96,44 +95,28 @@ def arm_data(cfg, arm: str, source: str, match: str) -> tuple[list[dict], dict]:
 
 def run_arm(cfg, arm: str, source: str, match: str, spec, run) -> dict:
     """Train the arm from the base (not `base`), score it and the base on Table 1's test set."""
-    from omegaconf import OmegaConf
-
-    from cift.evaluate.build import build_evaluator, version_of
     from cift.evaluate.gate import case_scores
     from cift.evaluate.metrics import paired_diff_ci
     from cift.evaluate.suite import summary
-    from cift.io.jsonl import read_jsonl_trusted, write_jsonl_atomic
+    from cift.evaluate.table1 import Table1
+    from cift.io.jsonl import write_jsonl_atomic
     from cift.tracking import dvclive_dir, lightning_loggers
-    from cift.train import train_adapter
 
-    exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
-    out = runs / exp / "table1"
+    exp = cfg.experiment_name
+    out = Path(cfg.paths.runs) / exp / "table1"
+    table1 = Table1.load(cfg, spec)
     domain, overrides = arm_data(cfg, arm, source, match)
     train = None
     if arm == "base":
         (dvclive_dir("table1", arm) / "plots").mkdir(parents=True, exist_ok=True)  # no curves
     else:
-        train = train_adapter(
-            OmegaConf.to_container(cfg.train, resolve=True) | {"init": "fresh"} | overrides,
-            cfg.trainer,
-            spec,
-            domain,
-            read_jsonl_trusted(data / "general" / "replay.jsonl"),
-            system_prompt=cfg.system_prompt,
-            out_dir=out / arm / "adapter",
-            init_adapter=None,
-            ckpt_dir=runs / ".ckpt" / exp / f"table1-{arm}",
-            seed=cfg.seed,
-            logger=lightning_loggers(cfg, "table1", arm, run),
-        )
-    ev = build_evaluator(cfg, read_jsonl_trusted(data / "global" / "table1_records.jsonl"))
-    test = {TEST: read_jsonl_trusted(data / "global" / "table1_test.jsonl")}
-    base, _ = ev.evaluate_version(version_of(f"{exp}/base", None, spec), test)
+        logger = lightning_loggers(cfg, "table1", arm, run)
+        train = table1.train(domain, out / arm / "adapter", f"table1-{arm}", overrides, logger)
+    base = table1.score(f"{exp}/base", None)
     model = base
     if train is not None:
-        version = version_of(f"{exp}/table1/{arm}", out / arm / "adapter", spec)
-        model, _ = ev.evaluate_version(version, test)
-    rows = model[TEST]["rows"]
+        model = table1.score(f"{exp}/table1/{arm}", out / arm / "adapter")
+    rows = model["rows"]
     scores = {m: case_scores(rows, m) for m in ("generated", "ranked")}
     write_jsonl_atomic(
         out / arm / "cases.jsonl",
@@ -142,7 +125,7 @@ def run_arm(cfg, arm: str, source: str, match: str, spec, run) -> dict:
 
     def vs_base(metric: str) -> dict:
         """Paired difference to the base on the same test cases, with its interval."""
-        a, b = (case_scores(m[TEST]["rows"], metric) for m in (model, base))
+        a, b = (case_scores(m["rows"], metric) for m in (model, base))
         ids = sorted(set(a) & set(b))
         return paired_diff_ci(
             [a[i] for i in ids],
@@ -154,12 +137,12 @@ def run_arm(cfg, arm: str, source: str, match: str, spec, run) -> dict:
     return {
         "arm": arm,
         "source": source if train is not None else None,
-        **summary(model[TEST]),
+        **summary(model),
         "n": len(domain),  # domain samples trained on (Table 1's n); n_scored = test cases
         "train_tokens": train["train_tokens"] if train else 0,
         "train_seconds": train["wall_seconds"] if train else 0.0,
         "optimizer_steps": train["optimizer_steps"] if train else 0,
-        "base": summary(base[TEST]),
+        "base": summary(base),
         "vs_base": vs_base("generated"),  # generated-answer accuracy
         "vs_base_ranked": vs_base("ranked"),  # ranked accuracy (gold condition ranked first)
         "train": train,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 # the scalars of a curve row (the evaluator's summary holds per-case rows too)
 KEYS = ("accuracy", "accuracy_ci", "ranked_accuracy", "ranked_accuracy_ci", "fault_rate")
@@ -23,43 +23,25 @@ KEYS = ("accuracy", "accuracy_ci", "ranked_accuracy", "ranked_accuracy_ci", "fau
 def learning_curve(cfg: DictConfig, sizes: Sequence[int]) -> list[dict[str, Any]]:
     """One row per size (0 = the base): n, optimizer_steps, train_tokens, train_seconds and the
     accuracies on Table 1's test set with their intervals."""
-    from hydra.utils import instantiate
-
-    from cift.evaluate.build import build_evaluator, version_of
     from cift.evaluate.suite import summary
+    from cift.evaluate.table1 import Table1
     from cift.io.jsonl import read_jsonl_trusted
-    from cift.train import train_adapter
 
     exp, runs, data = cfg.experiment_name, Path(cfg.paths.runs), Path(cfg.paths.data)
     domain = read_jsonl_trusted(data / "batches" / cfg.data.batches[0].name / "train.jsonl")
     too_big = [n for n in sizes if n < 1 or n > len(domain)]
     if too_big:
         raise ValueError(f"--sizes {too_big}: batch 1 has {len(domain)} training samples")
-    replay = read_jsonl_trusted(data / "general" / "replay.jsonl")
-    spec = instantiate(cfg.model)
-    ev = build_evaluator(cfg, read_jsonl_trusted(data / "global" / "table1_records.jsonl"))
-    test = {"table1": read_jsonl_trusted(data / "global" / "table1_test.jsonl")}
+    table1 = Table1.load(cfg)
 
-    def scored(version) -> dict[str, Any]:
-        result, _ = ev.evaluate_version(version, test)
-        return {k: summary(result["table1"])[k] for k in KEYS}
+    def scored(name: str, adapter: Path | None) -> dict[str, Any]:
+        return {k: summary(table1.score(name, adapter))[k] for k in KEYS}
 
     rows = [{"n": 0, "optimizer_steps": 0, "train_tokens": 0, "train_seconds": 0.0}]
-    rows[0] |= scored(version_of(f"{exp}/base", None, spec))
+    rows[0] |= scored(f"{exp}/base", None)
     for n in sizes:
         out = runs / exp / "curve" / f"n{n}"
-        train = train_adapter(
-            OmegaConf.to_container(cfg.train, resolve=True) | {"init": "fresh"},
-            cfg.trainer,
-            spec,
-            domain[:n],
-            replay,
-            system_prompt=cfg.system_prompt,
-            out_dir=out,
-            init_adapter=None,
-            ckpt_dir=runs / ".ckpt" / exp / f"curve-n{n}",
-            seed=cfg.seed,
-        )
+        train = table1.train(domain[:n], out, f"curve-n{n}")
         rows.append(
             {
                 "n": n,
@@ -67,6 +49,6 @@ def learning_curve(cfg: DictConfig, sizes: Sequence[int]) -> list[dict[str, Any]
                 "train_tokens": train["train_tokens"],
                 "train_seconds": train["wall_seconds"],
             }
-            | scored(version_of(f"{exp}/curve/n{n}", out, spec))
+            | scored(f"{exp}/curve/n{n}", out)
         )
     return rows
