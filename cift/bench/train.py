@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from cift.bench.roofline import matmul_probe, model_shapes
 from cift.train.data import IGNORE, collate, tokenize_samples
+from cift.train.fit import flush_denormals
 
 SPEEDUP_TARGET = 3.0
 LOSS_TOLERANCE = 0.02  # relative
@@ -135,17 +136,16 @@ class _Path:
 
     def __init__(self, name: str, peft_model, lr: float, step, flush: bool = False) -> None:
         self.name, self.model, self.step_fn = name, peft_model.train(), step
-        self.flush = flush  # subnormals as zero, as train_adapter runs (the engine only)
+        # subnormals as zero, as train_adapter runs (the engine only)
+        self.context = flush_denormals if flush else contextlib.nullcontext
         params = [p for p in peft_model.parameters() if p.requires_grad]
         self.params = params
         self.opt = torch.optim.AdamW(params, lr=lr)
         self.tokens, self.seconds, self.steps = 0, 0.0, 0
 
     def step(self, batch: dict) -> float:
-        from cift.train.fit import flush_denormals
-
         t0 = time.perf_counter()
-        with flush_denormals() if self.flush else contextlib.nullcontext():
+        with self.context():
             loss = self.step_fn(self.model, batch, self.params)
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)

@@ -107,16 +107,17 @@ def resolve_dtype(name: str, device: str = "cpu"):
 
 
 def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
-    """A Lightning precision; `auto` = bf16-mixed where bf16 matmuls are fast (`resolve_dtype`'s
-    rule), 16-mixed on a CUDA GPU without bf16, else 32-true: on a CPU without AVX512-BF16/AMX a
-    bf16 matmul runs at a quarter of fp32's rate, so mixed precision would only slow training."""
+    """A Lightning precision; `auto` = the mixed precision of `resolve_dtype("auto")` on that
+    accelerator (bf16-mixed where bf16 matmuls are fast, 16-mixed on a CUDA GPU without bf16),
+    else 32-true: on a CPU without AVX512-BF16/AMX a bf16 matmul runs at a quarter of fp32's
+    rate, so mixed precision would only slow training."""
     if precision != "auto":
         return str(precision)
     import torch
 
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    dtype = resolve_dtype("auto", "cuda" if gpu else "cpu")
+    return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}.get(dtype, "32-true")
 
 
 @lru_cache(maxsize=1)
