@@ -18,6 +18,7 @@ from cift.models.adapter_format import (
     WEIGHTS,
     read_adapter_meta,
     read_lora_config,
+    tensor_mismatch,
     write_adapter_meta,
 )
 from cift.registry import Registry
@@ -60,19 +61,9 @@ def check_shapes(folder: Path, spec: Any) -> int:
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
     with safe_open(str(folder / WEIGHTS), "pt") as f:
         got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    if missing or extra:
-        raise ImportRefused(
-            f"{folder}: tensors do not match {spec.name}'s layers with this "
-            f"LoRA config (missing {missing[:2]}, unexpected {extra[:2]})"
-        )
-    for key, shape in got.items():
-        if expected[key] != shape:
-            raise ImportRefused(
-                f"{folder}/{WEIGHTS}: {key} has shape "
-                f"{list(shape)}, {spec.name} needs {list(expected[key])} "
-                "(an adapter for a different base)"
-            )
+    reason = tensor_mismatch(expected, got)
+    if reason:
+        raise ImportRefused(f"{folder}/{WEIGHTS}: {reason} ({spec.name}, this LoRA config)")
     return len(got)
 
 

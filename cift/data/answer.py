@@ -27,6 +27,11 @@ STOP_AFTER = ADVICE  # an answer ends once its Advice line is complete (evaluati
 STEP_STOP = [DIAGNOSIS, "\nDiagnosis", ADVICE, "\n7."]  # staged decoding's steps: at most 6
 LINE_STOP = ["\n"]  # staged decoding's Diagnosis and Advice fields are one line each
 
+# -- the ranked score's cut: a line that starts to name the diagnosis (markup, "Final" allowed)
+DIAGNOSIS_LINE = re.compile(
+    r"(?im)^[ \t>#*_`-]*(?:final\s+|most\s+likely\s+)?diagnosis[*_`]*\s*[:\-]"
+)
+
 _STEP = re.compile(r"^(?:step\s*)?(\d{1,3})\s*(?:[.)]|:)(?!\d)\s*(.*\S)?\s*$", re.IGNORECASE)
 _DIAGNOSIS = re.compile(
     r"^(?:final\s+|most\s+likely\s+)?diagnosis\s*[:\-]\s*(.*?)\s*$", re.IGNORECASE

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cift.models import LoadedModel, ModelSpec
+from cift.models.chat import chat_prompt
 from cift.models.loading import resolve_device
 from cift.progress import progress
 
@@ -53,11 +54,7 @@ class LocalJudge:
     def prompt_text(self, request: Any) -> str:
         """Chat-templated prompt of a request (`.messages`, as a TeacherRequest has); a trailing
         assistant message is the reply's prefill."""
-        msgs, prefill = request.messages, ""
-        if msgs and msgs[-1]["role"] == "assistant":
-            msgs, prefill = msgs[:-1], msgs[-1]["content"]
-        tok = self.loaded.tokenizer
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + prefill
+        return chat_prompt(self.loaded.tokenizer, request.messages)
 
     def _continuation(self, context: list[int], prompt: str, label: str) -> list[int]:
         """The label's tokens as they follow `prompt` (tokenised together, so a merge across the

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,24 +31,22 @@ from typing import Any
 
 import numpy as np
 
+from cift.data.answer import DIAGNOSIS, DIAGNOSIS_LINE
 from cift.evaluate.metrics import bootstrap_ci
 from cift.io.jsonl import KeyedLog
 
 METHOD = "loglik-sum-v1"  # part of the cache key: change it when the scoring changes
 LINE_END = "\n"
-_DIAGNOSIS_LINE = re.compile(
-    r"(?im)^[ \t>#*_`-]*(?:final\s+|most\s+likely\s+)?diagnosis[*_`]*\s*[:\-]"
-)
 RANKED_KEYS = ("ranked_accuracy", "top3", "mrr")
 
 
 def answer_prefix(answer: str | None) -> str:
     """The answer up to (not including) its first Diagnosis line, then "Diagnosis: "."""
     text = answer or ""
-    m = _DIAGNOSIS_LINE.search(text)
+    m = DIAGNOSIS_LINE.search(text)
     cut = text[: m.start()] if m else text
     cut = cut.rstrip()
-    return (cut + "\n" if cut else "") + "Diagnosis: "
+    return (cut + "\n" if cut else "") + f"{DIAGNOSIS} "
 
 
 def split_pair(context: str, continuation: str) -> tuple[str, str]:

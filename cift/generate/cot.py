@@ -20,6 +20,7 @@ from cift.data.sample import record_sample, sample_task
 from cift.data.validity import validate_answer
 from cift.generate.prompts import teacher_messages
 from cift.models.chat import Teacher, TeacherRequest
+from cift.models.generator import cut_at_stop
 from cift.models.sampling import Sampling
 
 
@@ -176,7 +177,7 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
         tokens = sum(r.completion_tokens for r in replies)
         return texts, tokens, time.perf_counter() - started
     steps = call([request(r, STEPS_PREFILL) for r in chunk], s.max_new_tokens, STEP_STOP)
-    bodies = [STEPS_PREFILL + _cut(r.text, STEP_STOP).rstrip() for r in steps]
+    bodies = [STEPS_PREFILL + cut_at_stop(r.text, STEP_STOP)[0].rstrip() for r in steps]
     diag = call(  # greedy: the diagnosis is a name to state, not prose to vary
         [request(r, f"{b}\n{DIAGNOSIS}") for r, b in zip(chunk, bodies, strict=True)],
         16,
@@ -184,23 +185,18 @@ def _ask(teacher, chunk, tasks, kb, s: GenerationSettings, seed: int):
         temperature=0.0,
     )
     bodies = [
-        f"{b}\n{DIAGNOSIS} " + _cut(d.text, LINE_STOP).strip()
+        f"{b}\n{DIAGNOSIS} " + cut_at_stop(d.text, LINE_STOP)[0].strip()
         for b, d in zip(bodies, diag, strict=True)
     ]
     adv = call(
         [request(r, f"{b}\n{ADVICE}") for r, b in zip(chunk, bodies, strict=True)], 64, LINE_STOP
     )
     texts = [
-        f"{b}\n{ADVICE} " + _cut(a.text, LINE_STOP).strip()
+        f"{b}\n{ADVICE} " + cut_at_stop(a.text, LINE_STOP)[0].strip()
         for b, a in zip(bodies, adv, strict=True)
     ]
     tokens = sum(r.completion_tokens for batch in (steps, diag, adv) for r in batch)
     return texts, tokens, time.perf_counter() - started
-
-
-def _cut(text: str, stops: list[str]) -> str:
-    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return text[: min(ends)] if ends else text
 
 
 def _slot(entry: dict) -> tuple[str, int]:

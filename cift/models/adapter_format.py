@@ -32,6 +32,24 @@ def is_moe(folder: str | Path | None) -> bool:
     return folder is not None and (Path(folder) / MOE_CONFIG).is_file()
 
 
+def tensor_mismatch(
+    expected: dict[str, tuple[int, ...]], saved: dict[str, tuple[int, ...]]
+) -> str | None:
+    """Why an adapter's tensors (name -> shape) do not fit a model's LoRA layers, or None: the
+    one check that continual training's init and the bank's import share. Names catch another
+    LoRA config; shapes catch a base of another size whose folder is not here to hash."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or extra:
+        return f"tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})"
+    for key in sorted(expected):
+        if tuple(saved[key]) != tuple(expected[key]):
+            return (
+                f"{key} has shape {list(saved[key])}, the model needs {list(expected[key])} "
+                "(an adapter for a different base)"
+            )
+    return None
+
+
 def read_adapter_meta(folder: str | Path) -> dict:
     """`cift_adapter.json` of an adapter folder ({"base_hash", "metadata"})."""
     path = Path(folder) / CIFT_META

@@ -17,6 +17,18 @@ class TeacherRequest:
     gold: str | None = None  # gold diagnosis (None when blind)
 
 
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """Chat-templated prompt text of `messages`; a trailing assistant message is the reply's
+    prefill, continued rather than closed (the staged teacher and the forced-choice judge)."""
+    prefill = ""
+    if messages and messages[-1]["role"] == "assistant":
+        messages, prefill = messages[:-1], messages[-1]["content"]
+    return (
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        + prefill
+    )
+
+
 @dataclass
 class TeacherReply:
     key: str

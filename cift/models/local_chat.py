@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cift.models import LoadedModel, ModelSpec
-from cift.models.chat import TeacherReply, TeacherRequest
+from cift.models.chat import TeacherReply, TeacherRequest, chat_prompt
 from cift.models.generator import Generator
 from cift.models.sampling import Sampling
 
@@ -61,11 +61,7 @@ class LocalTeacher:
 
     def prompt_text(self, request: TeacherRequest) -> str:
         """Chat-templated prompt; a trailing assistant message is continued, not closed."""
-        msgs, prefill = request.messages, ""
-        if msgs and msgs[-1]["role"] == "assistant":
-            msgs, prefill = msgs[:-1], msgs[-1]["content"]
-        tok = self.loaded.tokenizer
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + prefill
+        return chat_prompt(self.loaded.tokenizer, request.messages)
 
     def generate(
         self,

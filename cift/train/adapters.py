@@ -18,6 +18,7 @@ from cift.models.adapter_format import (
     check_base_hash,
     read_adapter_meta,
     read_lora_config,
+    tensor_mismatch,
     weights_file,
     write_adapter_meta,
 )
@@ -58,19 +59,10 @@ def init_from_adapter(
             )
     saved = load_file(str(weights_file(adapter_dir)))
     expected = get_peft_model_state_dict(peft_model)
-    missing = sorted(set(expected) - set(saved))
-    extra = sorted(set(saved) - set(expected))
-    if missing or extra:
-        raise AdapterError(
-            f"{adapter_dir}: adapter tensors do not match the model "
-            f"(missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    for key, tensor in expected.items():
-        if tuple(saved[key].shape) != tuple(tensor.shape):
-            raise AdapterError(
-                f"{adapter_dir}: {key} has shape {tuple(saved[key].shape)}, "
-                f"the model expects {tuple(tensor.shape)}"
-            )
+    shapes = {k: tuple(v.shape) for k, v in saved.items()}
+    reason = tensor_mismatch({k: tuple(v.shape) for k, v in expected.items()}, shapes)
+    if reason:
+        raise AdapterError(f"{adapter_dir}: {reason}")
     set_peft_model_state_dict(peft_model, saved)
     return len(saved)
 
