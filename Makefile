@@ -43,10 +43,13 @@ repro: setup
 # reports/ (metrics.json, plots) are its own and `dvc exp show` / `dvc metrics diff` /
 # `dvc plots diff` line them up with the workspace. A stage's deps must exist, so a report over
 # a partial chain is not possible: an ablation costs a whole experiment (the generated data,
-# global test set and general tasks are reused from the cache). Then the merge.
+# global test set and general tasks are reused from the cache). Each reads and extends the
+# workspace's answer cache (keyed by version weights, sample, decoding and prompt), so the base
+# and every version an ablation shares with the workspace are not decoded again. Then the merge.
 ABLATIONS ?= experiment=static_proxy:report experiment=random_subset:report
+ANSWERS := evaluate.cache_dir=$(CURDIR)/runs/.cache/answers
 repro-ablations: setup
-	for a in $(ABLATIONS); do dvc exp run --queue -S "$${a%%:*}" "$${a#*:}"; done
+	for a in $(ABLATIONS); do dvc exp run --queue -S "$${a%%:*}" -S "$(ANSWERS)" "$${a#*:}"; done
 	dvc queue start -j 1
 	# grep without -q reads to the end: with pipefail, -q's early exit would fail the pipe
 	while dvc queue status | grep -E 'Queued|Running' >/dev/null; do sleep 10; done
@@ -58,11 +61,15 @@ repro-tiny: setup
 	dvc repro
 	git checkout params.yaml
 
+# Two workers, one file each at a time (--dist loadfile, in the order given): the tiny DAG's
+# module, the longest file by far, starts first on one worker (one short file queued behind it)
+# while the other runs every other file; its stages leave a core idle most of the time.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: setup lint
-	pytest -q
+	pytest -q $(XDIST) tests/test_dag.py tests/test_jsonl.py tests/test_pointers.py tests
 
 test-fast: setup lint
-	pytest -q -m "not slow"
+	pytest -q $(XDIST) -m "not slow"
 
 lint: setup
 	ruff check .

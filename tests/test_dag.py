@@ -23,6 +23,8 @@ AUDIT_HOOK = Path(__file__).parent / "audit"  # a sitecustomize.py that records 
 def run(
     args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:
+    if args[:1] == ["dvc"]:  # the queued ablation's worker may hold the lock for a moment
+        args = ["dvc", "--wait-for-lock", *args[1:]]
     proc = subprocess.run(
         args,
         cwd=cwd,
@@ -288,7 +290,35 @@ def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # 2 cores: >15 min
     seconds = time.perf_counter() - started
     print(f"dvc exp run -S profile=tiny: {seconds:.0f} s")
+    queue_static_proxy(repo)
     return repo
+
+
+def shared_answers(repo: Path) -> str:
+    """The workspace's answer and rank cache, keyed by version weights, sample, decoding and
+    prompt: an ablation or a sweep job that evaluates a version the workspace already evaluated
+    (the base, batch 1's candidate, Table 1's arms) reads its answers instead of decoding again."""
+    return f"evaluate.cache_dir={repo.resolve() / 'runs' / '.cache' / 'answers'}"
+
+
+def queue_static_proxy(repo: Path) -> None:
+    """The static-proxy chain queued as `make repro-ablations` queues it (through its own
+    `report`), its worker started in the background: the experiment runs in its own folder
+    from the workspace as it is now, beside the tests that follow, until
+    `test_tiny_ablations_queued_and_as_a_multirun` waits for it."""
+    queue = ["dvc", "exp", "run", "--queue", "-S", "profile=tiny", "-S", shared_answers(repo)]
+    run([*queue, "-S", "experiment=static_proxy", "report"], repo)
+    # the worker inherits the command's stdout: captured, `queue start` would only return when
+    # the queue is empty
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "1"],
+        cwd=repo,
+        env=run_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
 
 
 def test_tiny_dag_writes_every_report(tiny_dag: Path):
@@ -376,113 +406,6 @@ def test_every_dvc_plot_of_the_tiny_run_draws_marks(tiny_dag: Path, tmp_path: Pa
     for i, name in enumerate(sorted(pngs)):  # kept for a look when it fails
         (tmp_path / f"{i}.png").write_bytes(pngs[name])
     print("rendered:", ", ".join(sorted(pngs)))
-
-
-def shared_answers(repo: Path) -> str:
-    """The workspace's answer and rank cache, keyed by version weights, sample, decoding and
-    prompt: an ablation or a sweep job that evaluates a version the workspace already evaluated
-    (the base, batch 1's candidate, Table 1's arms) reads its answers instead of decoding again."""
-    return f"evaluate.cache_dir={repo.resolve() / 'runs' / '.cache' / 'answers'}"
-
-
-def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
-    """The static-proxy chain queued as `make repro-ablations` queues it (through its own
-    `report`), the random baseline as a Hydra multirun job; `cift report --exps` merges both
-    sources into ablations.json and the page. (`make repro-ablations` queues random_subset the
-    same way; one queued tiny experiment costs a whole chain, so the test queues one.)"""
-    started = time.perf_counter()
-    queue = ["dvc", "exp", "run", "--queue", "-S", "profile=tiny", "-S", shared_answers(tiny_dag)]
-    run([*queue, "-S", "experiment=static_proxy", "report"], tiny_dag)
-    # the worker inherits the command's stdout: captured, `queue start` would only return when
-    # the queue is empty; the deadline below bounds the wait instead
-    subprocess.run(
-        ["dvc", "queue", "start", "-j", "1"],
-        cwd=tiny_dag,
-        env=run_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-        timeout=120,
-    )
-    deadline = time.time() + 1500
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], tiny_dag).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        time.sleep(3)
-    assert status.count("Success") == 1 and "Failed" not in status, status
-    print(f"tiny queued ablation: {time.perf_counter() - started:.0f} s")
-    check_headline_columns_line_up(tiny_dag)
-    cli = [sys.executable, "-m", "cift.cli"]
-    run(
-        [
-            *cli,
-            "run",
-            "-m",
-            "experiment=random_subset",
-            "profile=tiny",
-            shared_answers(tiny_dag),
-            "--target",
-            "table1@filtered",
-            "--data",
-            "data",
-            "logger=none",
-        ],
-        tiny_dag,
-    )
-    jobs = list((tiny_dag / "multirun").glob("*/*/0/runs/random_subset/table1/filtered.json"))
-    assert len(jobs) == 1
-    run([*cli, "report", "--exps"], tiny_dag)
-    print(f"tiny ablations: {time.perf_counter() - started:.0f} s")
-    ablations = json.loads((tiny_dag / "reports" / "ablations.json").read_text())
-    assert {r["source"] for r in ablations["experiments"]} == {"dvc", "hydra"}
-    assert ablations["static_final_accuracy"] is not None
-    assert ablations["random_baseline"]["accuracy"] is not None
-    queued = [r for r in ablations["experiments"] if r["source"] == "dvc"]
-    # a queued experiment keeps the small run metrics under runs/ (git-visible, cache: false)
-    static = [r for r in queued if r["experiment"] == "static_proxy"]
-    assert static and static[0]["table1_filtered_ci"] is not None  # read from the exp's commit
-    proxy = json.loads((tiny_dag / "reports" / "proxy_ablation.json").read_text())
-    assert proxy["static"]["final_accuracy"] == ablations["static_final_accuracy"]
-    assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()
-
-
-def check_headline_columns_line_up(repo: Path) -> None:
-    """`dvc exp show`: the workspace and the queued ablation have the same headline keys, each
-    its own numbers; `dvc plots diff` across them renders."""
-    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    columns, owners = {}, {}
-    for baseline in show:
-        revs = [baseline] + [r for g in baseline.get("experiments") or [] for r in g["revs"]]
-        for rev in revs:
-            head = ((rev.get("data") or {}).get("metrics") or {}).get("reports/metrics.json") or {}
-            if head.get("data"):
-                name = rev.get("name") or rev["rev"]
-                columns[name] = set(flatten(head["data"]))
-                owners[name] = head["data"]["experiment"]
-    assert set(owners.values()) == {"main", "static_proxy"}, owners
-    assert len({frozenset(keys) for keys in columns.values()}) == 1, columns
-    for name, owner in owners.items():
-        print(f"dvc exp show: {name} ({owner})")
-    table = run(["dvc", "exp", "show", "--only-changed", "--md"], repo).stdout
-    print(table)
-    exps = [n for n, o in owners.items() if o != "main" and n != "workspace"]
-    shown = json.loads(run(["dvc", "plots", "diff", "--json", *exps], repo).stdout)
-    figures = {"Accuracy per batch", "Cost vs accuracy", "IFD static vs dynamic proxy"}
-    errors = [e for e in shown.get("errors") or [] if e.get("name") in figures]
-    assert not errors, errors
-    pngs = render_plots(shown, figures)
-    assert set(pngs) == figures, sorted(shown["data"])
-    for name in ("Accuracy per batch", "Cost vs accuracy"):  # one line or point per experiment
-        revs = {r for e in shown["data"][name] for r in e.get("revisions") or []}
-        assert len(revs) >= 2, (name, revs)
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out |= flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
 
 
 def test_tiny_selector_comparison(tiny_dag: Path):
@@ -587,6 +510,135 @@ def test_tiny_bank_select_moe_evaluate(tiny_dag: Path):
     assert "bwt_moe" in report["continual"]
 
 
+def test_tiny_learning_curve_starts_at_table1_base(tiny_dag: Path):
+    """`cift curve`: batch 1's first n samples trained as Table 1 trains them; its n=0 row is the
+    base, scored on the same cases from the same cached answers as Table 1's base arm."""
+    out = run([sys.executable, "-m", "cift.cli", "curve", "--sizes", "2,4"], tiny_dag)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["n"] for r in rows] == [0, 2, 4]
+    steps = [r["optimizer_steps"] for r in rows]
+    assert steps[0] == 0 < steps[1] <= steps[2]
+    assert 0 < rows[1]["train_tokens"] < rows[2]["train_tokens"]
+    for r in rows:
+        for metric in ("accuracy", "ranked_accuracy"):
+            lo, hi = r[f"{metric}_ci"]
+            assert 0.0 <= lo <= r[metric] <= hi <= 1.0
+    base = json.loads((tiny_dag / "reports" / "table1.json").read_text())["base"]
+    assert (rows[0]["accuracy"], rows[0]["ranked_accuracy"]) == (
+        base["accuracy"],
+        base["ranked_accuracy"],
+    )
+    assert (tiny_dag / "runs" / "main" / "curve" / "n4").is_dir()
+    assert "n=   4" in out.stderr
+
+
+def test_notebook_redraws_the_tiny_reports(tiny_dag: Path):
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "analysis.ipynb", 4)
+    os.environ["CIFT_REPORTS_DIR"] = str(tiny_dag / "reports")
+    try:
+        nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    finally:
+        os.environ.pop("CIFT_REPORTS_DIR")
+    images = [
+        o
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 3
+
+
+def test_tiny_ablations_queued_and_as_a_multirun(tiny_dag: Path):
+    """The static-proxy chain queued as `make repro-ablations` queues it (through its own
+    `report`; queued by the fixture), the random baseline as a Hydra multirun job; `cift report
+    --exps` merges both sources into ablations.json and the page. (`make repro-ablations`
+    queues random_subset the same way; one queued tiny experiment costs a whole chain, so the
+    test queues one.)"""
+    started = time.perf_counter()
+    deadline = time.time() + 1500
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], tiny_dag).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(3)
+    assert status.count("Success") == 1 and "Failed" not in status, status
+    print(f"tiny queued ablation, waited for: {time.perf_counter() - started:.0f} s")
+    check_headline_columns_line_up(tiny_dag)
+    cli = [sys.executable, "-m", "cift.cli"]
+    run(
+        [
+            *cli,
+            "run",
+            "-m",
+            "experiment=random_subset",
+            "profile=tiny",
+            shared_answers(tiny_dag),
+            "--target",
+            "table1@filtered",
+            "--data",
+            "data",
+            "logger=none",
+        ],
+        tiny_dag,
+    )
+    jobs = list((tiny_dag / "multirun").glob("*/*/0/runs/random_subset/table1/filtered.json"))
+    assert len(jobs) == 1
+    run([*cli, "report", "--exps"], tiny_dag)
+    print(f"tiny ablations: {time.perf_counter() - started:.0f} s")
+    ablations = json.loads((tiny_dag / "reports" / "ablations.json").read_text())
+    assert {r["source"] for r in ablations["experiments"]} == {"dvc", "hydra"}
+    assert ablations["static_final_accuracy"] is not None
+    assert ablations["random_baseline"]["accuracy"] is not None
+    queued = [r for r in ablations["experiments"] if r["source"] == "dvc"]
+    # a queued experiment keeps the small run metrics under runs/ (git-visible, cache: false)
+    static = [r for r in queued if r["experiment"] == "static_proxy"]
+    assert static and static[0]["table1_filtered_ci"] is not None  # read from the exp's commit
+    proxy = json.loads((tiny_dag / "reports" / "proxy_ablation.json").read_text())
+    assert proxy["static"]["final_accuracy"] == ablations["static_final_accuracy"]
+    assert "random_subset" in (tiny_dag / "reports" / "report.html").read_text()
+
+
+def check_headline_columns_line_up(repo: Path) -> None:
+    """`dvc exp show`: the workspace and the queued ablation have the same headline keys, each
+    its own numbers; `dvc plots diff` across them renders."""
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    columns, owners = {}, {}
+    for baseline in show:
+        revs = [baseline] + [r for g in baseline.get("experiments") or [] for r in g["revs"]]
+        for rev in revs:
+            head = ((rev.get("data") or {}).get("metrics") or {}).get("reports/metrics.json") or {}
+            if head.get("data"):
+                name = rev.get("name") or rev["rev"]
+                columns[name] = set(flatten(head["data"]))
+                owners[name] = head["data"]["experiment"]
+    assert set(owners.values()) == {"main", "static_proxy"}, owners
+    assert len({frozenset(keys) for keys in columns.values()}) == 1, columns
+    for name, owner in owners.items():
+        print(f"dvc exp show: {name} ({owner})")
+    table = run(["dvc", "exp", "show", "--only-changed", "--md"], repo).stdout
+    print(table)
+    exps = [n for n, o in owners.items() if o != "main" and n != "workspace"]
+    shown = json.loads(run(["dvc", "plots", "diff", "--json", *exps], repo).stdout)
+    figures = {"Accuracy per batch", "Cost vs accuracy", "IFD static vs dynamic proxy"}
+    errors = [e for e in shown.get("errors") or [] if e.get("name") in figures]
+    assert not errors, errors
+    pngs = render_plots(shown, figures)
+    assert set(pngs) == figures, sorted(shown["data"])
+    for name in ("Accuracy per batch", "Cost vs accuracy"):  # one line or point per experiment
+        revs = {r for e in shown["data"][name] for r in e.get("revisions") or []}
+        assert len(revs) >= 2, (name, revs)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
 def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
     repo_copy = tiny_dag
 
@@ -633,44 +685,3 @@ def test_tiny_dag_then_import_a_batch(tiny_dag: Path, tmp_path: Path):
     run(["dvc", "repro", "generate@2"], repo_copy)
     metrics = json.loads((repo_copy / "data/batches/clinic/generate.json").read_text())
     assert metrics["teacher"] == "imported" and metrics["accepted"] == 6
-
-
-def test_notebook_redraws_the_tiny_reports(tiny_dag: Path):
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "analysis.ipynb", 4)
-    os.environ["CIFT_REPORTS_DIR"] = str(tiny_dag / "reports")
-    try:
-        nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
-    finally:
-        os.environ.pop("CIFT_REPORTS_DIR")
-    images = [
-        o
-        for cell in notebook.cells
-        for o in cell.get("outputs", [])
-        if "image/png" in o.get("data", {})
-    ]
-    assert len(images) == 3
-
-
-def test_tiny_learning_curve_starts_at_table1_base(tiny_dag: Path):
-    """`cift curve`: batch 1's first n samples trained as Table 1 trains them; its n=0 row is the
-    base, scored on the same cases from the same cached answers as Table 1's base arm."""
-    out = run([sys.executable, "-m", "cift.cli", "curve", "--sizes", "2,4"], tiny_dag)
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
-    assert [r["n"] for r in rows] == [0, 2, 4]
-    steps = [r["optimizer_steps"] for r in rows]
-    assert steps[0] == 0 < steps[1] <= steps[2]
-    assert 0 < rows[1]["train_tokens"] < rows[2]["train_tokens"]
-    for r in rows:
-        for metric in ("accuracy", "ranked_accuracy"):
-            lo, hi = r[f"{metric}_ci"]
-            assert 0.0 <= lo <= r[metric] <= hi <= 1.0
-    base = json.loads((tiny_dag / "reports" / "table1.json").read_text())["base"]
-    assert (rows[0]["accuracy"], rows[0]["ranked_accuracy"]) == (
-        base["accuracy"],
-        base["ranked_accuracy"],
-    )
-    assert (tiny_dag / "runs" / "main" / "curve" / "n4").is_dir()
-    assert "n=   4" in out.stderr

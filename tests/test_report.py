@@ -288,6 +288,12 @@ def test_exps_merge_dvc_experiments_and_hydra_jobs(tmp_path: Path):
                     {"reports/continual.json": {"global": {"final": {"accuracy": 0.9}}}},
                 )
                 | {"executor": {"state": "failed"}},
+                dvc_show(  # still running: DVC shows it with its baseline's metrics too
+                    "running",
+                    {"experiment_name": "random_subset", "filter": {"name": "random"}},
+                    {"reports/continual.json": {"global": {"final": {"accuracy": 0.9}}}},
+                )
+                | {"executor": {"state": "running"}},
             ],
         },
     ]

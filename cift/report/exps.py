@@ -101,7 +101,8 @@ def rows_from_dvc(
     show: list[dict], read: Callable[[str, str], dict | None] | None = None
 ) -> list[dict]:
     """Rows of `dvc exp show --json` (every experiment under every baseline commit). A failed
-    experiment is left out: DVC shows it with its baseline's metrics, which are not its own.
+    experiment is left out: DVC shows it with its baseline's metrics, which are not its own; so
+    is one still queued or running (a report made while the ablations run).
 
     DVC keeps only a metric's scalars (an interval is a list, so it is dropped); `read(rev,
     path)` returns the whole file from the experiment's commit where it is there (`git_reader`).
@@ -109,7 +110,7 @@ def rows_from_dvc(
     rows = []
     for baseline in show:
         for group in baseline.get("experiments") or []:
-            if ((group.get("executor") or {}).get("state")) == "failed":
+            if ((group.get("executor") or {}).get("state")) in ("failed", "queued", "running"):
                 continue
             for rev in group.get("revs") or []:
                 data = rev.get("data")
@@ -129,9 +130,10 @@ def rows_from_dvc(
 
 def dvc_exp_show(root: Path) -> list[dict]:
     # -A: experiments queued before the workspace's last commit belong to an older baseline;
-    # `python -m dvc`: the dvc installed beside cift, whether or not its venv is on PATH
+    # `python -m dvc`: the dvc installed beside cift, whether or not its venv is on PATH;
+    # --wait-for-lock: a queue worker finishing an ablation holds the repository for a moment
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "-A", "--json"],
+        [sys.executable, "-m", "dvc", "--wait-for-lock", "exp", "show", "-A", "--json"],
         cwd=root,
         capture_output=True,
         text=True,
