@@ -63,7 +63,7 @@ repro-tiny: setup
 
 # Two workers, one file each at a time (--dist loadfile, in the order given): the tiny DAG's
 # module, the longest file by far, starts first on one worker (one short file queued behind it)
-# while the other runs every other file; its stages leave a core idle most of the time.
+# while the other runs every other file.
 XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: setup lint
 	pytest -q $(XDIST) tests/test_dag.py tests/test_jsonl.py tests/test_pointers.py tests
