@@ -23,8 +23,6 @@ AUDIT_HOOK = Path(__file__).parent / "audit"  # a sitecustomize.py that records 
 def run(
     args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    if args[:1] == ["dvc"]:  # the queued ablation's worker may hold the lock for a moment
-        args = ["dvc", "--wait-for-lock", *args[1:]]
     proc = subprocess.run(
         args,
         cwd=cwd,

@@ -59,8 +59,10 @@ def init_from_adapter(
             )
     saved = load_file(str(weights_file(adapter_dir)))
     expected = get_peft_model_state_dict(peft_model)
-    shapes = {k: tuple(v.shape) for k, v in saved.items()}
-    reason = tensor_mismatch({k: tuple(v.shape) for k, v in expected.items()}, shapes)
+    reason = tensor_mismatch(
+        {k: tuple(v.shape) for k, v in expected.items()},
+        {k: tuple(v.shape) for k, v in saved.items()},
+    )
     if reason:
         raise AdapterError(f"{adapter_dir}: {reason}")
     set_peft_model_state_dict(peft_model, saved)
