@@ -157,6 +157,17 @@ def test_diversity_real_minilm_repeated_sentence_is_zero():
     assert stats["varied"]["diversity"] > 0.3
 
 
+def test_token_batches_keep_padded_size_and_count_within_budget():
+    from cift.scoring.embeddings import token_batches
+
+    lengths = [2, 2, 3, 3, 5, 9, 20]  # ascending, as the engine sorts them
+    batches = token_batches(lengths, batch_tokens=10, batch_size=3)
+    assert [list(b) for b in batches] == [[0, 1, 2], [3, 4], [5], [6]]
+    # a sentence over the budget still gets a batch of its own; nothing is dropped
+    assert [list(b) for b in token_batches([50], batch_tokens=10, batch_size=3)] == [[0]]
+    assert token_batches([], batch_tokens=10, batch_size=3) == []
+
+
 @pytest.mark.slow
 def test_engine_matches_per_response_encode():
     from cift.scoring.embeddings import resolve_model, sentence_embeddings
@@ -173,6 +184,8 @@ def test_engine_matches_per_response_encode():
     exact = sentence_embeddings(responses, model=model, dtype="fp32")
     ref = model.encode(responses[0], normalize_embeddings=True)
     assert np.abs(exact[0] - ref).max() < 1e-5
+    one_by_one = sentence_embeddings(responses, model=model, dtype="fp32", batch_tokens=1)
+    assert np.abs(one_by_one[0] - ref).max() < 1e-5
     # bf16 runs on a cached copy of the transformer: the model itself stays fp32, for encode()
     assert {str(p.dtype) for p in model.parameters()} == {"torch.float32"}
 

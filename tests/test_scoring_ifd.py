@@ -281,6 +281,30 @@ def test_roofline_probe_at_model_shapes(tiny):
         matmul_probe(shapes, 1.5, dtype=torch.float32)
 
 
+def test_roofline_of_an_encoder_has_no_head_and_targets_rebase():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from cift.bench.roofline import matmul_probe, model_shapes, speedup_target
+
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
+    )
+    shapes = model_shapes(BertModel(cfg))
+    assert shapes.head is None and shapes.layers == 2
+    assert sorted(shapes.layer) == sorted([(32, 32)] * 4 + [(32, 64), (64, 32)])
+    assert shapes.flops_per_token(0.0) == 2 * 2 * (4 * 32 * 32 + 2 * 32 * 64)
+    probe = matmul_probe(shapes, 0.0, dtype=torch.float32, rows=16, repeats=2)
+    assert len(probe.rates) == 2 and min(probe.rates) > 0
+    # the nominal speedup where the roofline allows it, else 0.65 of the ceiling
+    assert speedup_target(3.0, 10.0) == 3.0
+    assert speedup_target(3.0, 2.0) == pytest.approx(1.3)
+
+
 def test_thread_settings_are_checked_and_restored(tiny):
     import torch
 

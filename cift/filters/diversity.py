@@ -27,13 +27,14 @@ class DiversityFilter:
         batch_size: int = 256,
         dtype: str = "auto",
         name: str = "diversity",
+        batch_tokens: int = 1024,
     ) -> None:
         if one_sentence not in _ONE_SENTENCE:
             raise ValueError(f"one_sentence must be one of {_ONE_SENTENCE}, got {one_sentence!r}")
         self.min = float(min)
         self.one_sentence = one_sentence
         self.model = model
-        self.batch_size = int(batch_size)
+        self.batch_size, self.batch_tokens = int(batch_size), int(batch_tokens)
         self.dtype = dtype
         self.name = name
 
@@ -44,7 +45,11 @@ class DiversityFilter:
             return {}
         sentences = [split_sentences(s["output"]) for s in samples]
         embeddings = sentence_embeddings(
-            sentences, model=self.model, batch_size=self.batch_size, dtype=self.dtype
+            sentences,
+            model=self.model,
+            batch_size=self.batch_size,
+            dtype=self.dtype,
+            batch_tokens=self.batch_tokens,
         )
         dropped: dict[str, str] = {}
         for sample, emb in zip(samples, embeddings, strict=True):
