@@ -58,10 +58,9 @@ def check_shapes(folder: Path, spec: Any) -> int:
     known = set(LoraConfig.__dataclass_fields__)
     lora = LoraConfig(**{k: v for k, v in config.items() if k in known})
     model = get_peft_model(spec.load(dtype="float32").model, lora)
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
     with safe_open(str(folder / WEIGHTS), "pt") as f:
-        got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    reason = tensor_mismatch(expected, got)
+        got = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    reason = tensor_mismatch(get_peft_model_state_dict(model), got)
     if reason:
         raise ImportRefused(f"{folder}/{WEIGHTS}: {reason} ({spec.name}, this LoRA config)")
     return len(got)

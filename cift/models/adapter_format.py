@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,18 @@ def is_moe(folder: str | Path | None) -> bool:
     return folder is not None and (Path(folder) / MOE_CONFIG).is_file()
 
 
-def tensor_mismatch(
-    expected: dict[str, tuple[int, ...]], saved: dict[str, tuple[int, ...]]
-) -> str | None:
-    """Why an adapter's tensors (name -> shape) do not fit a model's LoRA layers, or None: the
-    one check that continual training's init and the bank's import share. Names catch another
-    LoRA config; shapes catch a base of another size whose folder is not here to hash."""
+def tensor_mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
+    """Why an adapter's tensors (name -> tensor or shape) do not fit a model's LoRA layers, or
+    None: the one check that continual training's init and the bank's import share. Names catch
+    another LoRA config; shapes catch a base of another size whose folder is not here to hash."""
     missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or extra:
         return f"tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})"
     for key in sorted(expected):
-        if tuple(saved[key]) != tuple(expected[key]):
+        want, got = (tuple(getattr(d[key], "shape", d[key])) for d in (expected, saved))
+        if got != want:
             return (
-                f"{key} has shape {list(saved[key])}, the model needs {list(expected[key])} "
+                f"{key} has shape {list(got)}, the model needs {list(want)} "
                 "(an adapter for a different base)"
             )
     return None

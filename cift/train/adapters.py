@@ -58,11 +58,7 @@ def init_from_adapter(
                 "(use train.init=fresh to start over)"
             )
     saved = load_file(str(weights_file(adapter_dir)))
-    expected = get_peft_model_state_dict(peft_model)
-    reason = tensor_mismatch(
-        {k: tuple(v.shape) for k, v in expected.items()},
-        {k: tuple(v.shape) for k, v in saved.items()},
-    )
+    reason = tensor_mismatch(get_peft_model_state_dict(peft_model), saved)
     if reason:
         raise AdapterError(f"{adapter_dir}: {reason}")
     set_peft_model_state_dict(peft_model, saved)
