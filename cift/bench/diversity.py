@@ -33,6 +33,7 @@ from cift.scoring.embeddings import (
     diversity_score,
     resolve_model,
     sentence_embeddings,
+    tokenize,
 )
 
 MIN_SPEEDUP = 5.0
@@ -134,8 +135,7 @@ def run(
     )
     model = resolve_model(model_name)
     distinct = list({s: None for r in responses for s in r})
-    tokenize = getattr(model[0], "preprocess", None) or model[0].tokenize  # ST >= 6 | older
-    tokens = int(tokenize(distinct)["attention_mask"].sum())  # what the engine feeds the model
+    tokens = int(tokenize(model, distinct)["attention_mask"].sum())  # what the engine feeds it
     shapes = model_shapes(model[0].auto_model)
     probe_dtype = compute_dtype(dtype, model.device.type) or torch.float32
 

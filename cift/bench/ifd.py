@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from cift.bench.roofline import ROOFLINE_FRACTION
+from cift.bench.roofline import ROOFLINE_FRACTION, speedup_target
 
 TARGETS = {
     "speedup": 3.0,
@@ -148,7 +148,7 @@ def run_bench(
     """Build the samples, score them with the reference and the engine, return the metrics."""
     import torch
 
-    from cift.bench.roofline import matmul_probe, merge_probes, model_shapes, speedup_target
+    from cift.bench.roofline import matmul_probe, merge_probes, model_shapes
     from cift.models.loading import ModelSpec, resolve_dtype
     from cift.scoring.ifd import IFDEngine, PromptBuilder
     from cift.scoring.reference import reference_scores_prepared

@@ -145,9 +145,11 @@ def matmul_probe(
     gen = torch.Generator().manual_seed(0)
     inputs = {i: torch.randn(rows, i, generator=gen).to(dtype) for i, _ in shapes.layer}
     weights = [torch.randn(o, i, generator=gen).to(dtype) * 0.02 for i, o in shapes.layer]
-    h_in, vocab = shapes.head or (1, 0)
-    head = torch.randn(vocab, h_in, generator=gen).to(dtype) * 0.02
-    hx = torch.randn(head_rows, h_in, generator=gen).to(dtype)
+    head = hx = None
+    if shapes.head:
+        h_in, vocab = shapes.head
+        head = torch.randn(vocab, h_in, generator=gen).to(dtype) * 0.02
+        hx = torch.randn(head_rows, h_in, generator=gen).to(dtype)
 
     def one_run() -> float:
         """Seconds per token of the whole model's matmuls."""
@@ -157,7 +159,7 @@ def matmul_probe(
                 torch.nn.functional.linear(inputs[w.shape[1]], w)
             t_layer = time.perf_counter() - t0
             t_head = 0.0
-            if shapes.head:
+            if head is not None:
                 t0 = time.perf_counter()
                 torch.nn.functional.linear(hx, head)
                 t_head = time.perf_counter() - t0

@@ -112,6 +112,12 @@ def _forward(model: Any, transformer: Any, features: dict) -> np.ndarray:
     return emb.cpu().numpy()
 
 
+def tokenize(model: Any, texts: Sequence[str]) -> dict:
+    """The model's own features for `texts` (input ids, attention mask, …), padded together."""
+    first = model[0]
+    return (getattr(first, "preprocess", None) or first.tokenize)(list(texts))  # ST >= 6 | older
+
+
 def token_batches(lengths: Sequence[int], batch_tokens: int, batch_size: int) -> list[range]:
     """Consecutive index ranges over ascending `lengths`: each batch's padded size (count × its
     longest) stays within `batch_tokens` and its count within `batch_size`; a sentence longer than
@@ -159,18 +165,17 @@ def encode_sentences(
     left_padded = getattr(model.tokenizer, "padding_side", "right") == "left"
     order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
     chunk = batch_size * _CHUNK_BATCHES
-    tokenize = getattr(model[0], "preprocess", None) or model[0].tokenize  # ST >= 6 | older
     bar = progress(desc="MiniLM", total=len(sentences), unit="sentence")
     with scope, torch.inference_mode(), bar:
         for start in range(0, len(order), chunk):
             idx = order[start : start + chunk]
-            features = tokenize([sentences[i] for i in idx])  # each sentence tokenised once
+            features = tokenize(model, [sentences[i] for i in idx])  # each sentence once
             lengths = features["attention_mask"].sum(dim=1)
             by_length = torch.argsort(lengths, stable=True)
             sorted_lengths = lengths[by_length].tolist()
-            for batch in token_batches(sorted_lengths, batch_tokens, batch_size):
-                rows = by_length[batch.start : batch.stop]
-                width = sorted_lengths[batch.stop - 1]
+            for span in token_batches(sorted_lengths, batch_tokens, batch_size):
+                rows = by_length[span.start : span.stop]
+                width = sorted_lengths[span.stop - 1]
                 batch = {k: _slice(v, rows, width, left_padded) for k, v in features.items()}
                 out[[idx[r] for r in rows.tolist()]] = _forward(model, transformer, batch)
                 bar.update(len(rows))
