@@ -61,12 +61,12 @@ repro-tiny: setup
 	dvc repro
 	git checkout params.yaml
 
-# Two workers, one file each at a time (--dist loadfile, in the order given): the tiny DAG's
-# module, the longest file by far, starts first on one worker (one short file queued behind it)
-# while the other runs every other file.
+# Two workers, one file each at a time (--dist loadfile, in collection order): tests/conftest.py
+# puts the tiny DAG's first module first, so one worker starts the DAG at once while the other
+# runs every other file, and the modules that build on the DAG last, for whichever is free.
 XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: setup lint
-	pytest -q $(XDIST) tests/test_dag.py tests/test_jsonl.py tests/test_pointers.py tests
+	pytest -q $(XDIST)
 
 test-fast: setup lint
 	pytest -q $(XDIST) -m "not slow"

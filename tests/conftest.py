@@ -20,6 +20,23 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def one_thread_per_worker() -> None:
+    """Under pytest-xdist with a worker per core, each worker and every process it starts (the
+    DAG's stages) runs one OpenMP thread: at torch's default of a thread per core, two busy
+    workers oversubscribe the CPU and every OpenMP barrier waits on a descheduled thread.
+    Measured on 2 cores: a Table 1 arm beside a busy torch job took 56 s at 2 threads each and
+    45 s at 1, while the job kept 43 vs 70 steps/s. The scoring engines still pick their count
+    by measurement (`cift.scoring.threads`), so a worker left alone uses both cores there."""
+    from cift.scoring.threads import available_cores
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and workers >= available_cores() and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"  # read by torch when it is first imported
+
+
+one_thread_per_worker()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
@@ -57,6 +74,66 @@ def copy_repo(dest: Path) -> Path:
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo")
+
+
+AUDIT_HOOK = Path(__file__).parent / "audit"  # a sitecustomize.py that records reads and imports
+
+
+@pytest.fixture(scope="session")
+def tiny_dag_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The whole tiny DAG (`dvc exp run -S profile=tiny`) in a copy of the repo, run once per
+    session: the first xdist worker to ask runs it under a file lock and the other waits for it,
+    so the modules that build on it can run on both workers. Read it, never write to it: a
+    module that adds experiments, registries or batches takes its own copy (`tiny_dag`)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent  # one folder per session
+    root, failed = shared / "tiny_dag", shared / "tiny_dag.failed"
+    repo, audit = root / "repo", root / "audit"  # audit: what each stage read and imported
+    with FileLock(str(shared / "tiny_dag.lock")):
+        if failed.exists():
+            pytest.fail(f"the tiny DAG failed on another worker:\n{failed.read_text()}")
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            repo.mkdir(parents=True)
+            audit.mkdir()
+            copy_repo(repo)
+            path = os.pathsep.join(filter(None, [str(AUDIT_HOOK), os.environ.get("PYTHONPATH")]))
+            env = {**run_env(), "CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path}
+            started = time.perf_counter()
+            cmd = ["dvc", "exp", "run", "-S", "profile=tiny"]  # 2 cores: >10 min
+            proc = subprocess.run(
+                cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1800
+            )
+            if proc.returncode:
+                failed.write_text(f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                pytest.fail(failed.read_text())
+            print(f"dvc exp run -S profile=tiny: {time.perf_counter() - started:.0f} s")
+            (root / "done").touch()
+    return repo
+
+
+@pytest.fixture(scope="module")
+def tiny_dag(tiny_dag_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own copy of the tiny DAG's repo (git, DVC cache and experiments included) and
+    audit records: its tests read it in file order and may write to it."""
+    dest = tmp_path_factory.mktemp("dag")
+    shutil.copytree(tiny_dag_run.parent / "audit", dest / "audit")
+    return Path(shutil.copytree(tiny_dag_run, dest / "repo", symlinks=True))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first module on the tiny DAG goes first and every other one last: with `--dist
+    loadfile` one worker starts building the DAG at once while the other runs the remaining
+    files, then takes the late modules when the DAG is ready (instead of waiting on the lock
+    with files still queued)."""
+    dag = [i for i in items if "tiny_dag" in getattr(i, "fixturenames", ())]
+    if not dag:
+        return
+    first = {id(i) for i in dag if i.path == dag[0].path}
+    late = {id(i) for i in dag} - first
+    items.sort(key=lambda i: 0 if id(i) in first else 2 if id(i) in late else 1)  # stable
 
 
 def run_env() -> dict:

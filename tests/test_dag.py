@@ -12,12 +12,9 @@ from pathlib import Path
 import pytest
 
 from cift.io.jsonl import read_samples
-from tests.conftest import copy_repo, run_env
+from tests.conftest import run_env
 
 pytestmark = pytest.mark.slow
-
-
-AUDIT_HOOK = Path(__file__).parent / "audit"  # a sitecustomize.py that records reads and imports
 
 
 def run(
@@ -274,23 +271,6 @@ def render_plots(shown: dict, names: set[str] | None = None) -> dict[str, bytes]
     return pngs
 
 
-@pytest.fixture(scope="module")
-def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole tiny DAG, once for this module (its tests read it in file order)."""
-    repo = copy_repo(tmp_path_factory.mktemp("dag") / "repo")
-    audit = repo.parent / "audit"  # what each stage read and imported (tests/audit)
-    audit.mkdir()
-    path = os.pathsep.join(filter(None, [str(AUDIT_HOOK), os.environ.get("PYTHONPATH")]))
-    env = {"CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path}
-    started = time.perf_counter()
-    run(
-        ["dvc", "exp", "run", "-S", "profile=tiny"], repo, timeout=1800, env=env
-    )  # 2 cores: >15 min
-    seconds = time.perf_counter() - started
-    print(f"dvc exp run -S profile=tiny: {seconds:.0f} s")
-    return repo
-
-
 def shared_answers(repo: Path) -> str:
     """The workspace's answer and rank cache, keyed by version weights, sample, decoding and
     prompt: an ablation or a sweep job that evaluates a version the workspace already evaluated
@@ -318,7 +298,7 @@ def test_tiny_dag_writes_every_report(tiny_dag: Path):
     } <= set(shown["data"])
 
 
-def test_stage_deps_cover_what_each_stage_reads_and_imports(tiny_dag: Path):
+def test_stage_deps_cover_what_each_stage_reads_and_imports(tiny_dag: Path, tiny_dag_run: Path):
     """Every repo file a stage opened for reading, and every `cift` module it imported, lies
     under one of its declared `deps` (or is its own output, or params.yaml, which DVC tracks as
     params): editing any of them re-runs the stage. Recorded by tests/audit/sitecustomize.py."""
@@ -337,14 +317,15 @@ def test_stage_deps_cover_what_each_stage_reads_and_imports(tiny_dag: Path):
             for s in repo.index.stages
         }
     records = [json.loads(p.read_text()) for p in sorted((tiny_dag.parent / "audit").glob("*"))]
+    built = tiny_dag_run.resolve()  # the stages ran there; this module reads a copy
     assert {r["stage"] for r in records} >= {"generate@0", "filter@1", "train@0", "report"}
     missing = []
     for record in records:
         deps, outs = stages[record["stage"]]
         used = {str(Path(m).resolve().relative_to(package_root)) for m in record["modules"]} | {
-            str(Path(r).resolve().relative_to(tiny_dag.resolve()))
+            str(Path(r).resolve().relative_to(built))
             for r in record["reads"]
-            if Path(r).resolve().is_relative_to(tiny_dag.resolve())
+            if Path(r).resolve().is_relative_to(built)
         }
         for path in sorted(used):
             if not_an_input(path) or (record["stage"].split("@")[0], path) in KNOWN_UNDECLARED:
@@ -391,28 +372,6 @@ def test_every_dvc_plot_of_the_tiny_run_draws_marks(tiny_dag: Path, tmp_path: Pa
     for i, name in enumerate(sorted(pngs)):  # kept for a look when it fails
         (tmp_path / f"{i}.png").write_bytes(pngs[name])
     print("rendered:", ", ".join(sorted(pngs)))
-
-
-def test_tiny_selector_comparison(tiny_dag: Path):
-    """The other selectors on batch 1 as a Hydra sweep, same candidates, each arm trained from
-    the base and scored on Table 1's test set, beside Table 1's own arms (ifd is its filtered
-    arm, none its full arm, random its random arm: the workspace trained those on the same
-    candidates)."""
-    started = time.perf_counter()
-    cli = [sys.executable, "-m", "cift.cli"]
-    filters = ["simdiv", "gdig"]  # random: the random_subset job below
-    table1_sweep(tiny_dag, "experiment=compare_selectors", f"filter={','.join(filters)}")
-    run([*cli, "report", "--exps", "--page-only"], tiny_dag)
-    print(f"tiny selector comparison: {time.perf_counter() - started:.0f} s")
-    rows = json.loads((tiny_dag / "reports" / "ablations.json").read_text())["experiments"]
-    arms = {r["filter"]: r for r in rows if (r["experiment"] or "").startswith("compare_")}
-    assert set(arms) == set(filters)
-    for arm in arms.values():
-        assert 0.0 <= arm["table1_filtered_accuracy"] <= 1.0 and arm["train_tokens"] > 0
-    table1 = json.loads((tiny_dag / "reports" / "table1.json").read_text())
-    assert table1["full"]["train_tokens"] > arms["simdiv"]["train_tokens"]
-    page = (tiny_dag / "reports" / "report.html").read_text()
-    assert "compare_selectors_gdig" in page
 
 
 def test_tiny_bank_select_moe_evaluate(tiny_dag: Path):
@@ -478,28 +437,6 @@ def test_tiny_bank_select_moe_evaluate(tiny_dag: Path):
     assert set(report["splits"]) >= {"all_correct", "all_incorrect", "mixed", "best_expert"}
     assert sum(report["routing"]["expert_load"]) == pytest.approx(1.0)
     assert "bwt_moe" in report["continual"]
-
-
-def test_tiny_learning_curve_starts_at_table1_base(tiny_dag: Path):
-    """`cift curve`: batch 1's first n samples trained as Table 1 trains them; its n=0 row is the
-    base, scored on the same cases from the same cached answers as Table 1's base arm."""
-    out = run([sys.executable, "-m", "cift.cli", "curve", "--sizes", "2,4"], tiny_dag)
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
-    assert [r["n"] for r in rows] == [0, 2, 4]
-    steps = [r["optimizer_steps"] for r in rows]
-    assert steps[0] == 0 < steps[1] <= steps[2]
-    assert 0 < rows[1]["train_tokens"] < rows[2]["train_tokens"]
-    for r in rows:
-        for metric in ("accuracy", "ranked_accuracy"):
-            lo, hi = r[f"{metric}_ci"]
-            assert 0.0 <= lo <= r[metric] <= hi <= 1.0
-    base = json.loads((tiny_dag / "reports" / "table1.json").read_text())["base"]
-    assert (rows[0]["accuracy"], rows[0]["ranked_accuracy"]) == (
-        base["accuracy"],
-        base["ranked_accuracy"],
-    )
-    assert (tiny_dag / "runs" / "main" / "curve" / "n4").is_dir()
-    assert "n=   4" in out.stderr
 
 
 def test_notebook_redraws_the_tiny_reports(tiny_dag: Path):
