@@ -76,7 +76,6 @@ def arm_data(cfg, arm: str, source: str, match: str) -> tuple[list[dict], dict]:
     from omegaconf import OmegaConf
 
     from cift.io.jsonl import read_jsonl_trusted
-    from cift.train.fit import planned_steps
 
     if arm == "base":
         return [], {}
@@ -87,6 +86,8 @@ def arm_data(cfg, arm: str, source: str, match: str) -> tuple[list[dict], dict]:
         keep = sorted(rng.sample(range(len(domain)), min(size, len(domain))))
         return [domain[i] for i in keep], {}
     if arm == "equal_compute":
+        from cift.train.fit import planned_steps  # Lightning: only the arms that train
+
         train = OmegaConf.to_container(cfg.train, resolve=True)
         steps = planned_steps(len(read_jsonl_trusted(match)), train, cfg.trainer)
         return domain, {"min_steps": steps}
