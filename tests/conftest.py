@@ -85,13 +85,20 @@ def tiny_dag_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pa
     session: the first xdist worker to ask runs it under a file lock and the other waits for it,
     so the modules that build on it can run on both workers. Read it, never write to it: a
     module that adds experiments, registries or batches takes its own copy (`tiny_dag`)."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     shared = tmp_path_factory.getbasetemp()
     shared = shared if worker_id == "master" else shared.parent  # one folder per session
     root, failed = shared / "tiny_dag", shared / "tiny_dag.failed"
     repo, audit = root / "repo", root / "audit"  # audit: what each stage read and imported
-    with FileLock(str(shared / "tiny_dag.lock")):
+    spare = shared / "tiny_dag.spare_core"  # a worker waits for the DAG: its core is free
+    lock = FileLock(str(shared / "tiny_dag.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        spare.touch()  # stages started from now on run a thread per core (tests/audit)
+        lock.acquire()
+    try:
         if failed.exists():
             pytest.fail(f"the tiny DAG failed on another worker:\n{failed.read_text()}")
         if not (root / "done").exists():
@@ -101,6 +108,7 @@ def tiny_dag_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pa
             copy_repo(repo)
             path = os.pathsep.join(filter(None, [str(AUDIT_HOOK), os.environ.get("PYTHONPATH")]))
             env = {**run_env(), "CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path}
+            env["CIFT_SPARE_CORE"] = str(spare)
             started = time.perf_counter()
             cmd = ["dvc", "exp", "run", "-S", "profile=tiny"]  # 2 cores: >10 min
             proc = subprocess.run(
@@ -111,6 +119,8 @@ def tiny_dag_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pa
                 pytest.fail(failed.read_text())
             print(f"dvc exp run -S profile=tiny: {time.perf_counter() - started:.0f} s")
             (root / "done").touch()
+    finally:
+        lock.release()
     return repo
 
 

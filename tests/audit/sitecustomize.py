@@ -17,6 +17,12 @@ _DIR = os.environ.get("CIFT_AUDIT_DIR")
 _STAGE = os.environ.get("DVC_STAGE")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
+# The pytest workers run one OpenMP thread each (tests/conftest.py); a stage that starts while the
+# other worker waits for this DAG has that worker's core too. Set before torch is imported.
+_SPARE = os.environ.get("CIFT_SPARE_CORE")
+if _SPARE and os.path.exists(_SPARE):
+    os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+
 
 def _is_read(mode: object, flags: object) -> bool:
     if isinstance(mode, str):
