@@ -107,16 +107,13 @@ def tiny_dag_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pa
             audit.mkdir()
             copy_repo(repo)
             path = os.pathsep.join(filter(None, [str(AUDIT_HOOK), os.environ.get("PYTHONPATH")]))
-            env = {**run_env(), "CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path}
-            env["CIFT_SPARE_CORE"] = str(spare)
+            env = {"CIFT_AUDIT_DIR": str(audit), "PYTHONPATH": path, "CIFT_SPARE_CORE": str(spare)}
             started = time.perf_counter()
-            cmd = ["dvc", "exp", "run", "-S", "profile=tiny"]  # 2 cores: >10 min
-            proc = subprocess.run(
-                cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1800
-            )
-            if proc.returncode:
-                failed.write_text(f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-                pytest.fail(failed.read_text())
+            try:  # 2 cores: >10 min
+                run(["dvc", "exp", "run", "-S", "profile=tiny"], repo, timeout=1800, env=env)
+            except Exception as error:  # the other worker reports it instead of running it again
+                failed.write_text(str(error))
+                raise
             print(f"dvc exp run -S profile=tiny: {time.perf_counter() - started:.0f} s")
             (root / "done").touch()
     finally:
@@ -154,6 +151,24 @@ def run_env() -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("DVC_ROOT", None)
     return env
+
+
+def run(
+    args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`args` in `cwd` with `run_env()` (plus `env`); fails the test with its output tails."""
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env={**run_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc
 
 
 def bag_embed(texts: list[str]):

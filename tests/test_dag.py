@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,26 +11,9 @@ from pathlib import Path
 import pytest
 
 from cift.io.jsonl import read_samples
-from tests.conftest import run_env
+from tests.conftest import run
 
 pytestmark = pytest.mark.slow
-
-
-def run(
-    args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        args,
-        cwd=cwd,
-        env={**run_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc
 
 
 def jsonl(path: Path) -> list[dict]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dag import run, table1_sweep
+from tests.conftest import run
+from tests.test_dag import table1_sweep
 
 pytestmark = pytest.mark.slow
 
